@@ -1,0 +1,175 @@
+"""CIFAR-10/100 as uint8 tensors in memory, normalization, and whole-batch augmentation on tensors.
+
+Sources, in order: an explicit path (a folder or an .npz file), the folder in $IFHE_DATA, or torchvision's
+own CIFAR loader (which may download where the network allows; here it fails fast with a clear message).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import DataError
+
+NORMALIZATION = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
+}
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+DATA_ENV = "IFHE_DATA"
+DOWNLOAD_TIMEOUT_S = 20
+
+
+@dataclass
+class ImageSet:
+    """Images as uint8 (N, 3, H, W) tensors and integer labels (N,)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    classes: tuple[str, ...]
+    source: str
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def subset(self, n: int, seed: int = 0) -> "ImageSet":
+        """A class-balanced-in-expectation random subset of n images, reproducible by seed."""
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(len(self), generator=g)[:n]
+        return ImageSet(self.x[idx], self.y[idx], self.classes, f"{self.source}[{n}]")
+
+
+def check_dataset(name: str) -> str:
+    if name not in NUM_CLASSES:
+        raise DataError(f"unknown dataset {name!r}; known: {', '.join(NUM_CLASSES)}")
+    return name
+
+
+def normalization(dataset: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    return NORMALIZATION[check_dataset(dataset)]
+
+
+class Normalizer(torch.nn.Module):
+    """Maps images in [0, 1] to the teacher's input space (and back)."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x01: torch.Tensor) -> torch.Tensor:
+        return (x01 - self.mean) / self.std
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.std + self.mean
+
+
+def to_unit(x_uint8: torch.Tensor) -> torch.Tensor:
+    return x_uint8.float().div_(255.0)
+
+
+def to_uint8(x01: torch.Tensor) -> torch.Tensor:
+    return x01.detach().clamp(0, 1).mul(255.0).round_().to(torch.uint8)
+
+
+def load_npz(path: str | os.PathLike, classes: tuple[str, ...] | None = None) -> ImageSet:
+    """Read an .npz with `x` uint8 (N, H, W, 3) and `y` integer labels (N,); nothing is unpickled."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            keys = set(f.files)
+            if not {"x", "y"} <= keys:
+                raise DataError(f"{path}: expected arrays 'x' and 'y', found {sorted(keys)}")
+            x, y = f["x"], f["y"]
+            names = tuple(str(c) for c in f["classes"]) if "classes" in keys else classes
+    except DataError:
+        raise
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        raise DataError(f"{path}: not a readable .npz file ({e})") from None
+    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3:
+        raise DataError(f"{path}: 'x' must be uint8 of shape (N, H, W, 3), got {x.dtype} {x.shape}")
+    if y.ndim != 1 or y.shape[0] != x.shape[0] or not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{path}: 'y' must be integers of shape ({x.shape[0]},), got {y.dtype} {y.shape}")
+    if y.size and y.min() < 0:
+        raise DataError(f"{path}: 'y' has negative labels")
+    n_cls = int(y.max()) + 1 if y.size else 0
+    names = names or tuple(str(i) for i in range(n_cls))
+    if n_cls > len(names):
+        raise DataError(f"{path}: labels go up to {n_cls - 1} but only {len(names)} class names are known")
+    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    return ImageSet(xt, torch.from_numpy(y.astype(np.int64)), names, str(path))
+
+
+def _torchvision_split(dataset: str, train: bool, root: Path, download: bool) -> ImageSet:
+    from torchvision import datasets
+
+    cls = datasets.CIFAR10 if dataset == "cifar10" else datasets.CIFAR100
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # a closed network must fail, not hang
+    try:
+        ds = cls(str(root), train=train, download=download)
+    except Exception as e:  # torchvision raises RuntimeError/URLError/timeout depending on the failure
+        raise DataError(
+            f"{dataset} not found in {root} and could not be downloaded ({type(e).__name__}: {e}); "
+            f"point ${DATA_ENV} at a folder with {dataset}-train.npz/{dataset}-test.npz or pass --data") from None
+    finally:
+        socket.setdefaulttimeout(old)
+    x = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
+    return ImageSet(x, torch.tensor(ds.targets, dtype=torch.int64), tuple(ds.classes), f"torchvision:{root}")
+
+
+def data_root(explicit: str | os.PathLike | None = None) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(DATA_ENV)
+    return Path(env) if env else None
+
+
+def load_split(dataset: str, split: str, data: str | os.PathLike | None = None, download: bool = True) -> ImageSet:
+    """Real images of `dataset` ('cifar10'/'cifar100'), `split` 'train' or 'test'.
+
+    `data` is an .npz file, or a folder holding `<dataset>-<split>.npz` or torchvision's files;
+    without it $IFHE_DATA is used; without both, torchvision's default folder ~/.cache/ifhe/data.
+    """
+    check_dataset(dataset)
+    if split not in ("train", "test"):
+        raise DataError(f"split must be 'train' or 'test', got {split!r}")
+    root = data_root(data)
+    if root is not None and root.suffix == ".npz":
+        return load_npz(root)
+    if root is not None:
+        npz = root / f"{dataset}-{split}.npz"
+        if npz.is_file():
+            return load_npz(npz, CIFAR10_CLASSES if dataset == "cifar10" else None)
+        if not root.is_dir():
+            raise DataError(f"data folder {root} does not exist; set ${DATA_ENV} or --data to a folder with "
+                            f"{dataset}-{split}.npz (or torchvision's CIFAR files)")
+    else:
+        root = Path.home() / ".cache" / "ifhe" / "data"
+    return _torchvision_split(dataset, split == "train", root, download)
+
+
+# ---- whole-batch augmentation on tensors -------------------------------------------------------------------
+
+def random_crop_flip(x: torch.Tensor, padding: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random crop with zero padding and horizontal flip for a whole (N, C, H, W) batch, any dtype/device."""
+    n, c, h, w = x.shape
+    dev = x.device
+    padded = torch.nn.functional.pad(x, (padding,) * 4)
+    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(dev)
+    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(dev)
+    flip = torch.rand(n, generator=generator).to(dev) < 0.5
+    rows = dy[:, None] + torch.arange(h, device=dev)[None]
+    cols = torch.arange(w, device=dev)[None].expand(n, w)
+    cols = torch.where(flip[:, None], cols.flip(1), cols) + dx[:, None]
+    idx_n = torch.arange(n, device=dev)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]]
+    return out.permute(0, 3, 1, 2).contiguous()

@@ -1,0 +1,86 @@
+"""Forward hooks that only record; each is a context manager that removes itself on exit."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import IfheError
+
+
+@dataclass
+class BNStats:
+    """Batch statistics of one BatchNorm2d input next to the layer's running statistics."""
+
+    mean: torch.Tensor
+    var: torch.Tensor
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+
+
+class _Hooks:
+    def __init__(self):
+        self._handles: list = []
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
+class BNStatHook(_Hooks):
+    """Records per-channel mean and biased variance of every BatchNorm2d input (DeepInversion)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.stats: list[BNStats] = []
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                self._handles.append(m.register_forward_hook(self._record))
+        if not self._handles:
+            raise IfheError("model has no BatchNorm2d layer: the BN-statistics loss cannot be used with it")
+
+    def _record(self, module: nn.BatchNorm2d, inputs, output) -> None:
+        x = inputs[0]
+        var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
+        self.stats.append(BNStats(mean, var, module.running_mean, module.running_var))
+
+    def clear(self) -> None:
+        self.stats = []
+
+
+class FeatureTap(_Hooks):
+    """Records the output of named stages (see `model.stages`), instance-mean pooled to (N, C) by default."""
+
+    def __init__(self, model: nn.Module, stages: list[str] | tuple[str, ...], pool: bool = True):
+        super().__init__()
+        known = getattr(model, "stage_modules", None)
+        if not known:
+            raise IfheError(f"{type(model).__name__} declares no stages to tap")
+        unknown = [s for s in stages if s not in known]
+        if unknown:
+            raise IfheError(f"unknown stage(s) {unknown}; {getattr(model, 'arch', type(model).__name__)} has "
+                            f"{', '.join(known)}")
+        self.stages, self.pool = tuple(stages), pool
+        self.features: dict[str, torch.Tensor] = {}
+        modules = dict(model.named_modules())
+        for stage in self.stages:
+            self._handles.append(modules[known[stage]].register_forward_hook(self._recorder(stage)))
+
+    def _recorder(self, stage: str):
+        def record(module, inputs, output):
+            if self.pool and output.dim() == 4:
+                output = output.mean(dim=(2, 3))
+            self.features[stage] = output
+        return record
+
+    def concat(self) -> torch.Tensor:
+        """The tapped features side by side, in stage order: the `f_T` of IFHE."""
+        return torch.cat([self.features[s] for s in self.stages], dim=1)

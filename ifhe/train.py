@@ -1,0 +1,138 @@
+"""Supervised training of teachers and scratch students on real data, resumable after a kill."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import load_state, save_state
+from .data import NUM_CLASSES, Normalizer, load_split, normalization, random_crop_flip, to_unit
+from .device import pick_device
+from .errors import IfheError
+from .evaluation import evaluate
+from .jsonl import JsonlLog
+from .models import create_model
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    arch: str = "wrn16_2"
+    dataset: str = "cifar10"
+    epochs: int = 30
+    batch_size: int = 128
+    max_lr: float = 0.2
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    warmup: float = 0.25
+    seed: int = 0
+    checkpoint_every: int = 100  # steps
+
+    def validate(self) -> "TrainConfig":
+        for name in ("epochs", "batch_size", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise IfheError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.max_lr > 0 or self.weight_decay < 0 or not 0 <= self.label_smoothing < 1:
+            raise IfheError("max_lr must be > 0, weight_decay >= 0, 0 <= label_smoothing < 1")
+        return self
+
+
+def one_cycle_lr(step: int, total: int, max_lr: float, warmup: float) -> float:
+    """Linear warm-up from max_lr/25 then cosine down to ~0, as torch's OneCycleLR (but stateless)."""
+    warm = max(1, int(total * warmup))
+    if step < warm:
+        return max_lr / 25 + (max_lr - max_lr / 25) * step / warm
+    t = (step - warm) / max(1, total - warm)
+    return max_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def train_classifier(cfg: TrainConfig, out: str | Path, data: str | None = None, resume: bool = False,
+                     device: str | None = None, progress: bool = True, max_steps: int | None = None,
+                     subset: int | None = None) -> dict:
+    """Train `cfg.arch` on real `cfg.dataset`; returns the final summary. `max_steps` stops early (tests)."""
+    cfg.validate()
+    out = Path(out)
+    ckpt_path, log = out / "checkpoint.safetensors", JsonlLog(out / "metrics.jsonl")
+    if ckpt_path.exists() and not resume:
+        raise IfheError(f"{out} already holds a training run; pass --resume to continue it or pick another --out")
+    dev = pick_device(device)
+    train_set = load_split(cfg.dataset, "train", data)
+    test_set = load_split(cfg.dataset, "test", data)
+    if subset:
+        train_set, test_set = train_set.subset(subset, cfg.seed), test_set.subset(max(100, subset // 5), cfg.seed)
+    nc = NUM_CLASSES[cfg.dataset]
+    if int(train_set.y.max()) >= nc:
+        raise IfheError(f"data has labels up to {int(train_set.y.max())} but {cfg.dataset} has {nc} classes")
+    norm = Normalizer(*normalization(cfg.dataset)).to(dev)
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.arch, nc).to(dev).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.max_lr, momentum=0.9, nesterov=True,
+                          weight_decay=cfg.weight_decay)
+    steps_per_epoch = len(train_set) // cfg.batch_size
+    total = steps_per_epoch * cfg.epochs
+    step, aug_gen = 0, torch.Generator()
+    if resume and ckpt_path.exists():
+        state, meta = load_state(ckpt_path)
+        if meta.get("config") != asdict(cfg):
+            raise IfheError(f"{ckpt_path}: was started with a different config {meta.get('config')}; "
+                            f"resume with the same arguments")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        aug_gen.set_state(state["aug_rng"])
+        step = state["step"]
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        aug_gen.manual_seed(cfg.seed)
+    done_epochs = step // steps_per_epoch
+    log.keep(lambda r: r.get("epoch", 0) <= done_epochs)
+
+    def save() -> None:
+        save_state(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                               "aug_rng": aug_gen.get_state(), "step": step},
+                   {"config": asdict(cfg), "arch": cfg.arch, "dataset": cfg.dataset})
+
+    from tqdm import tqdm
+    bar = tqdm(total=total, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
+    last = max_steps if max_steps is not None else total
+    loss_sum, correct, seen, t0 = torch.zeros(()), torch.zeros(()), 0, time.time()
+    model.train()
+    while step < min(total, last):
+        epoch, i = divmod(step, steps_per_epoch)
+        # The epoch's order depends only on (seed, epoch), so a resumed run sees the same batches.
+        perm = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
+        idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+        xb = random_crop_flip(train_set.x[idx], generator=aug_gen).to(dev, non_blocking=True)
+        yb = train_set.y[idx].to(dev, non_blocking=True)
+        xb = norm(to_unit(xb)).contiguous(memory_format=torch.channels_last)
+        for g in opt.param_groups:
+            g["lr"] = one_cycle_lr(step, total, cfg.max_lr, cfg.warmup)
+        logits = model(xb)
+        loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        loss_sum += loss.detach().cpu() * len(idx)
+        correct += (logits.argmax(1) == yb).sum().cpu()
+        seen += len(idx)
+        bar.update(1)
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{(loss_sum / max(seen, 1)).item():.3f}", epoch=epoch + 1)
+        if step % steps_per_epoch == 0:
+            acc = evaluate(model, test_set, norm, dev)
+            log.append({"epoch": step // steps_per_epoch, "step": step, "train_loss": (loss_sum / seen).item(),
+                        "train_acc": 100 * (correct / seen).item(), "test_acc": acc,
+                        "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0})
+            bar.write(f"epoch {step // steps_per_epoch}/{cfg.epochs}: test accuracy {acc:.2f}%")
+            loss_sum, correct, seen, t0 = torch.zeros(()), torch.zeros(()), 0, time.time()
+            save()
+        elif step % cfg.checkpoint_every == 0:
+            save()
+    save()
+    bar.close()
+    acc = evaluate(model, test_set, norm, dev)
+    return {"model": model, "test_acc": acc, "step": step, "total_steps": total,
+            "epochs_done": step / steps_per_epoch, "finished": step >= total}

@@ -1,0 +1,110 @@
+"""The shipped model zoo (`pretrained/`): safetensors weights plus `manifest.json`, and safe model loading."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .checkpoint import atomic_write_text, load_tensors, load_weights_into, save_tensors, sha256_file
+from .data import NUM_CLASSES, Normalizer, normalization
+from .errors import CheckpointError, IfheError
+from .models import create_model
+
+PRETRAINED_DIR = Path(os.environ.get("IFHE_PRETRAINED", Path(__file__).resolve().parent.parent / "pretrained"))
+MANIFEST = "manifest.json"
+
+
+def read_manifest(root: Path | None = None) -> dict[str, dict]:
+    path = Path(root or PRETRAINED_DIR) / MANIFEST
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+
+
+def available(root: Path | None = None) -> list[str]:
+    return sorted(read_manifest(root))
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Eval mode and no parameter gradients: halves the cost of an inversion step on CPU."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def save_model(path: str | os.PathLike, model: nn.Module, dataset: str, extra: dict | None = None) -> None:
+    meta = {"arch": model.arch, "num_classes": model.num_classes, "dataset": dataset,
+            "normalization": normalization(dataset)} | (extra or {})
+    save_tensors(path, model.state_dict(), meta)
+
+
+def load_model(path: str | os.PathLike, arch: str | None = None, num_classes: int | None = None,
+               device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """A classifier from a safetensors file; `arch`/`num_classes` default to the file's own metadata."""
+    tensors, meta = load_tensors(path)
+    arch = arch or meta.get("arch")
+    if not arch:
+        raise CheckpointError(f"{path}: no architecture recorded in the file; pass one explicitly")
+    num_classes = num_classes or meta.get("num_classes")
+    if num_classes is None:
+        fc = tensors.get("fc.weight")
+        if fc is None:
+            raise CheckpointError(f"{path}: cannot tell the class count; pass num_classes")
+        num_classes = int(fc.shape[0])
+    if meta.get("num_classes") and meta["num_classes"] != num_classes:
+        raise CheckpointError(f"{path}: file says {meta['num_classes']} classes, {num_classes} were asked for")
+    model = create_model(arch, int(num_classes))
+    load_weights_into(model, tensors, str(path))
+    return model.to(device), meta
+
+
+def load_teacher(name: str, device: torch.device | str = "cpu", root: Path | None = None,
+                 verify: bool = True) -> nn.Module:
+    """A shipped model by zoo name (e.g. ``cifar10_wrn16_2``), frozen, in eval mode.
+
+    The model carries `.dataset`, `.normalizer` and `.zoo_entry` (its manifest record).
+    """
+    root = Path(root or PRETRAINED_DIR)
+    manifest = read_manifest(root)
+    if name not in manifest:
+        known = ", ".join(manifest) or "none (pretrained/manifest.json is empty)"
+        raise IfheError(f"unknown pretrained model {name!r}; available: {known}")
+    entry = manifest[name]
+    path = root / entry["file"]
+    if verify and path.exists() and sha256_file(path) != entry["sha256"]:
+        raise CheckpointError(f"{path}: checksum does not match the manifest (corrupt or replaced file)")
+    model, _ = load_model(path, entry["arch"], entry["num_classes"], device)
+    return attach_dataset(freeze(model), entry["dataset"], entry)
+
+
+def attach_dataset(model: nn.Module, dataset: str, entry: dict | None = None) -> nn.Module:
+    model.dataset = dataset
+    model.normalizer = Normalizer(*normalization(dataset)).to(next(model.parameters()).device)
+    model.zoo_entry = entry or {}
+    return model
+
+
+def publish(model: nn.Module, name: str, dataset: str, accuracy: float, epochs: float, recipe: str,
+            root: Path | None = None, extra: dict | None = None) -> dict:
+    """Write `<name>.safetensors` and its manifest record (atomic; other records are kept)."""
+    if dataset not in NUM_CLASSES or model.num_classes != NUM_CLASSES[dataset]:
+        raise IfheError(f"model has {model.num_classes} classes, {dataset} has {NUM_CLASSES.get(dataset)}")
+    root = Path(root or PRETRAINED_DIR)
+    root.mkdir(parents=True, exist_ok=True)
+    file = f"{name}.safetensors"
+    save_model(root / file, model, dataset)
+    entry = {"file": file, "arch": model.arch, "dataset": dataset, "num_classes": model.num_classes,
+             "normalization": {"mean": normalization(dataset)[0], "std": normalization(dataset)[1]},
+             "test_accuracy": round(accuracy, 2), "epochs": epochs, "recipe": recipe,
+             "sha256": sha256_file(root / file)} | (extra or {})
+    manifest = read_manifest(root)
+    manifest[name] = entry
+    atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return entry

@@ -1,0 +1,30 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The folder with real CIFAR-10 (.ci/run points $IFHE_DATA at ../shared/data)."""
+    root = os.environ.get("IFHE_DATA")
+    if not root or not (Path(root) / "cifar10-test.npz").exists():
+        pytest.skip("real CIFAR-10 not configured: set IFHE_DATA to a folder with cifar10-{train,test}.npz")
+    return Path(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_cifar(tmp_path_factory, real_data) -> Path:
+    """A folder with a few hundred real CIFAR-10 images in the project's npz layout (fast tests)."""
+    from ifhe.data import load_split
+
+    out = tmp_path_factory.mktemp("tiny_cifar")
+    for split, n in (("train", 320), ("test", 200)):
+        s = load_split("cifar10", split, real_data).subset(n, seed=1)
+        np.savez(out / f"cifar10-{split}.npz", x=s.x.permute(0, 2, 3, 1).numpy(), y=s.y.numpy().astype(np.uint8),
+                 classes=np.array(s.classes))
+    return out

@@ -1,0 +1,56 @@
+import json
+
+import pytest
+import torch
+
+from ifhe.errors import IfheError
+from ifhe.train import TrainConfig, one_cycle_lr, train_classifier
+
+CFG = TrainConfig(arch="wrn16_1", epochs=2, batch_size=32, checkpoint_every=3, seed=3)
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tiny_cifar, tmp_path):
+    full = train_classifier(CFG, tmp_path / "full", data=tiny_cifar, progress=False)
+    first = train_classifier(CFG, tmp_path / "cut", data=tiny_cifar, progress=False, max_steps=13)
+    assert first["step"] == 13 and not first["finished"]
+    resumed = train_classifier(CFG, tmp_path / "cut", data=tiny_cifar, progress=False, resume=True)
+    assert resumed["finished"] and resumed["step"] == full["step"] == 20
+    for (k, a), b in zip(full["model"].state_dict().items(), resumed["model"].state_dict().values()):
+        torch.testing.assert_close(a, b, msg=k)
+    epochs = [json.loads(l)["epoch"] for l in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]
+
+
+def test_metrics_written_after_checkpoint_are_dropped_on_resume(tiny_cifar, tmp_path):
+    out = tmp_path / "r"
+    train_classifier(CFG, out, data=tiny_cifar, progress=False, max_steps=12)
+    log = out / "metrics.jsonl"
+    # simulate a kill between the metrics line of epoch 2 and the checkpoint that covers it
+    log.write_text(log.read_text() + json.dumps({"epoch": 2, "test_acc": 1.0}) + "\n")
+    train_classifier(CFG, out, data=tiny_cifar, progress=False, resume=True)
+    assert [json.loads(l)["epoch"] for l in log.read_text().splitlines()] == [1, 2]
+
+
+def test_existing_run_is_not_overwritten(tiny_cifar, tmp_path):
+    train_classifier(CFG, tmp_path / "r", data=tiny_cifar, progress=False, max_steps=3)
+    with pytest.raises(IfheError, match="--resume"):
+        train_classifier(CFG, tmp_path / "r", data=tiny_cifar, progress=False)
+
+
+def test_resume_with_other_config_is_refused(tiny_cifar, tmp_path):
+    train_classifier(CFG, tmp_path / "r", data=tiny_cifar, progress=False, max_steps=3)
+    other = TrainConfig(arch="wrn16_1", epochs=3, batch_size=32, checkpoint_every=3, seed=3)
+    with pytest.raises(IfheError, match="different config"):
+        train_classifier(other, tmp_path / "r", data=tiny_cifar, progress=False, resume=True)
+
+
+def test_one_cycle_schedule_shape():
+    lrs = [one_cycle_lr(s, 100, 0.2, 0.25) for s in range(101)]
+    assert lrs[0] == pytest.approx(0.2 / 25) and max(lrs) == pytest.approx(0.2)
+    assert lrs.index(max(lrs)) == 25 and lrs[-1] < 1e-6
+
+
+@pytest.mark.parametrize("field, value", [("epochs", 0), ("batch_size", -1), ("max_lr", 0.0)])
+def test_bad_config(field, value):
+    with pytest.raises(IfheError, match=field):
+        TrainConfig(**{field: value}).validate()
