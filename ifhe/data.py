@@ -173,3 +173,22 @@ def random_crop_flip(x: torch.Tensor, padding: int = 4, generator: torch.Generat
     idx_n = torch.arange(n, device=dev)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]]
     return out.permute(0, 3, 1, 2).contiguous()
+
+
+def random_resized_crop(x: torch.Tensor, scale: tuple[float, float] = (0.25, 1.0), ratio=(3 / 4, 4 / 3),
+                        flip: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Differentiable random-resized crop (+ flip) of a float batch via an affine sampling grid (CMI's local view)."""
+    n, dev = x.shape[0], x.device
+    area = torch.empty(n).uniform_(*scale, generator=generator)
+    log_r = torch.empty(n).uniform_(torch.log(torch.tensor(ratio[0])).item(), torch.log(torch.tensor(ratio[1])).item(),
+                                    generator=generator)
+    r = log_r.exp()
+    w = (area * r).sqrt().clamp(max=1.0)
+    h = (area / r).sqrt().clamp(max=1.0)
+    cx = (torch.rand(n, generator=generator) * 2 - 1) * (1 - w)
+    cy = (torch.rand(n, generator=generator) * 2 - 1) * (1 - h)
+    sx = torch.where(torch.rand(n, generator=generator) < 0.5, -w, w) if flip else w
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sx, cx, h, cy
+    grid = torch.nn.functional.affine_grid(theta.to(dev, x.dtype), list(x.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)

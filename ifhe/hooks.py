@@ -17,6 +17,7 @@ class BNStats:
     var: torch.Tensor
     running_mean: torch.Tensor
     running_var: torch.Tensor
+    instance_mean: torch.Tensor | None = None  # (N, C): per-image channel means, CMI's features
 
 
 class _Hooks:
@@ -38,8 +39,9 @@ class _Hooks:
 class BNStatHook(_Hooks):
     """Records per-channel mean and biased variance of every BatchNorm2d input (DeepInversion)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, instance_means: bool = False):
         super().__init__()
+        self.instance_means = instance_means
         self.stats: list[BNStats] = []
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
@@ -50,7 +52,8 @@ class BNStatHook(_Hooks):
     def _record(self, module: nn.BatchNorm2d, inputs, output) -> None:
         x = inputs[0]
         var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
-        self.stats.append(BNStats(mean, var, module.running_mean, module.running_var))
+        inst = x.mean(dim=(2, 3)) if self.instance_means else None
+        self.stats.append(BNStats(mean, var, module.running_mean, module.running_var, inst))
 
     def clear(self) -> None:
         self.stats = []
@@ -83,4 +86,7 @@ class FeatureTap(_Hooks):
 
     def concat(self) -> torch.Tensor:
         """The tapped features side by side, in stage order: the `f_T` of IFHE."""
-        return torch.cat([self.features[s] for s in self.stages], dim=1)
+        return self.concat_of(self.stages)
+
+    def concat_of(self, stages) -> torch.Tensor:
+        return torch.cat([self.features[s] for s in stages], dim=1)

@@ -1,0 +1,114 @@
+"""Loss terms of model inversion and distillation: pure functions of tensors, one signature style.
+
+`(tensors..., *, options, reduction)` -> Tensor. Hooks only record statistics; these functions do the math.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .hooks import BNStats
+
+
+def _reduce(x: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "mean":
+        return x.mean()
+    if reduction == "sum":
+        return x.sum()
+    if reduction == "none":
+        return x
+    raise ValueError(f"unknown reduction {reduction!r}")
+
+
+def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *, T: float = 1.0,
+          reduction: str = "batchmean") -> torch.Tensor:
+    """KL(softmax(t/T) || softmax(s/T)) * T^2, Hinton's distillation loss (batchmean over the batch)."""
+    log_p_s = F.log_softmax(student_logits / T, dim=1)
+    p_t = F.softmax(teacher_logits / T, dim=1)
+    per_sample = F.kl_div(log_p_s, p_t, reduction="none").sum(1) * (T * T)
+    return per_sample.mean() if reduction == "batchmean" else _reduce(per_sample, reduction)
+
+
+def bn_stat_loss(stats: Sequence[BNStats], *, first_multiplier: float = 1.0,
+                 momentum_stats: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
+                 momentum: float = 0.0, reduction: str = "sum") -> torch.Tensor:
+    """DeepInversion: sum over BN layers of ||var - running_var||_2 + ||mean - running_mean||_2.
+
+    With `momentum_stats` (Fast-Datafree), the batch statistics are first blended with an exponential average
+    of earlier rounds': m * avg + (1 - m) * batch.
+    """
+    terms = []
+    for i, s in enumerate(stats):
+        mean, var = s.mean, s.var
+        if momentum_stats is not None and momentum > 0:
+            m_mean, m_var = momentum_stats[i]
+            mean, var = (1 - momentum) * mean + momentum * m_mean, (1 - momentum) * var + momentum * m_var
+        term = torch.linalg.vector_norm(var - s.running_var) + torch.linalg.vector_norm(mean - s.running_mean)
+        terms.append(term * (first_multiplier if i == 0 else 1.0))
+    return _reduce(torch.stack(terms), reduction)
+
+
+def one_hot_ce(logits: torch.Tensor, targets: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
+    """L_oh: cross-entropy of the teacher's output against the target classes."""
+    return F.cross_entropy(logits, targets, reduction=reduction)
+
+
+def heterogeneity_ce(head_logits: torch.Tensor, targets: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
+    """IFHE's L_H = CE(h(f_T), t): the same cross-entropy, read off the auxiliary head over intermediate features."""
+    return one_hot_ce(head_logits, targets, reduction=reduction)
+
+
+def masked_adversarial_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *, T: float = 1.0,
+                          use_mask: bool = True, reduction: str = "mean") -> torch.Tensor:
+    """-KL(p_T || p_S) per sample, zeroed where student and teacher disagree (CMI/Fast-Datafree).
+
+    Without the mask it is the plain adversarial term of ZSKT/DFQ.
+    """
+    kl = kd_kl(student_logits, teacher_logits, T=T, reduction="none")
+    if use_mask:
+        kl = kl * (student_logits.argmax(1) == teacher_logits.argmax(1)).to(kl.dtype)
+    return _reduce(-kl, reduction)
+
+
+def js_divergence(a_logits: torch.Tensor, b_logits: torch.Tensor, *, T: float = 1.0,
+                  reduction: str = "mean") -> torch.Tensor:
+    """Jensen-Shannon divergence between softmax(a/T) and softmax(b/T) (ADI's competition term)."""
+    p, q = F.softmax(a_logits / T, dim=1), F.softmax(b_logits / T, dim=1)
+    m = 0.5 * (p + q)
+    log_m = m.clamp_min(1e-12).log()
+    js = 0.5 * (F.kl_div(log_m, p, reduction="none").sum(1) + F.kl_div(log_m, q, reduction="none").sum(1))
+    return _reduce(js, reduction)
+
+
+def contrastive_loss(local_proj: torch.Tensor, global_proj: torch.Tensor, *, T: float = 0.1,
+                     n_current: int | None = None) -> torch.Tensor:
+    """CMI's instance discrimination: each local view must pick its own global view among all others.
+
+    Rows are L2-normalised projections of [current batch; cached negatives]. The mean over current rows and
+    the mean over cached rows are added, so a large cache does not dilute the generator's gradient.
+    """
+    logits = local_proj @ global_proj.detach().T / T
+    ce = F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device), reduction="none")
+    if n_current is None or n_current >= logits.shape[0]:
+        return ce.mean()
+    return ce[:n_current].mean() + ce[n_current:].mean()
+
+
+def dafl_activation_loss(features: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
+    """DAFL: -|features|, rewarding strong penultimate activations."""
+    return _reduce(-features.abs(), reduction)
+
+
+def dafl_balance_loss(logits: torch.Tensor) -> torch.Tensor:
+    """DAFL's information-entropy term: sum p_mean log p_mean (minimised -> classes balanced over the batch)."""
+    p = F.softmax(logits, dim=1).mean(0)
+    return (p * p.clamp_min(1e-12).log()).sum()
+
+
+def total_variation(x: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
+    """Anisotropic L2 total variation image prior of DeepInversion (per image, then reduced)."""
+    dh = (x[:, :, 1:, :] - x[:, :, :-1, :]).pow(2).flatten(1).mean(1)
+    dw = (x[:, :, :, 1:] - x[:, :, :, :-1]).pow(2).flatten(1).mean(1)
+    return _reduce(dh + dw, reduction)

@@ -1,0 +1,60 @@
+"""The synthesizer interface: make labelled images from a frozen teacher, one optimizer step at a time."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class StepReport:
+    """One optimizer iteration. Loss terms stay 0-d device tensors: reading them is the caller's host sync."""
+
+    round: int
+    iteration: int
+    losses: dict[str, torch.Tensor]
+
+
+class Synthesizer(ABC):
+    """start_round() -> step() x iterations -> commit(); images() any time for display."""
+
+    @abstractmethod
+    def start_round(self, round_index: int) -> None: ...
+
+    @abstractmethod
+    def step(self) -> StepReport: ...
+
+    @abstractmethod
+    def images(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The current batch as uint8 CPU images (N, 3, H, W) and its target labels."""
+
+    @abstractmethod
+    def commit(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The round's kept (lowest-loss) batch as uint8 CPU images and labels; a copy, never a live tensor."""
+
+    @abstractmethod
+    def state_dict(self) -> dict: ...
+
+    @abstractmethod
+    def load_state_dict(self, state: dict) -> None: ...
+
+    def sample(self, n: int) -> torch.Tensor:
+        """Fresh images in [0, 1] from the current generator (GAN-style KD); only generator methods have it."""
+        raise NotImplementedError(f"{type(self).__name__} has no generator to sample from")
+
+
+@contextmanager
+def no_param_grads(*modules: nn.Module):
+    """Input gradients still flow through `modules`, but their weights get none (and cost nothing)."""
+    params = [p for m in modules if m is not None for p in m.parameters()]
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, f in zip(params, flags):
+            p.requires_grad_(f)

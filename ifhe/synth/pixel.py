@@ -1,0 +1,51 @@
+"""Pixels as parameters (DeepInversion, ADI): a fresh batch of noise images optimized directly each round."""
+from __future__ import annotations
+
+import torch
+
+from ..data import Normalizer
+
+
+class PixelImages:
+    """Images live in the teacher's normalized input space, as in DeepInversion, and are clipped to [0, 1]."""
+
+    generator = None
+
+    def __init__(self, lr: float, normalizer: Normalizer, device: torch.device, img_size: int = 32):
+        self.lr, self.normalizer, self.device, self.img_size = lr, normalizer, device, img_size
+        self.x: torch.Tensor | None = None
+        self.opt: torch.optim.Optimizer | None = None
+        self._lo = ((0 - normalizer.mean) / normalizer.std).to(device)
+        self._hi = ((1 - normalizer.mean) / normalizer.std).to(device)
+
+    def start_round(self, batch_size: int) -> None:
+        self.x = torch.randn(batch_size, 3, self.img_size, self.img_size, device=self.device).requires_grad_()
+        self.opt = torch.optim.Adam([self.x], lr=self.lr, betas=(0.5, 0.99))
+
+    def render(self) -> torch.Tensor:
+        return self.normalizer.denormalize(self.x)
+
+    def zero_grad(self) -> None:
+        self.opt.zero_grad(set_to_none=True)
+
+    def after_backward(self) -> None:
+        pass
+
+    def step(self) -> None:
+        self.opt.step()
+        with torch.no_grad():
+            self.x.copy_(torch.maximum(torch.minimum(self.x, self._hi), self._lo))
+
+    def end_round(self) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {"x": self.x.detach() if self.x is not None else None,
+                "opt": self.opt.state_dict() if self.opt is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("x") is not None:
+            self.x = state["x"].to(self.device).requires_grad_()
+            self.opt = torch.optim.Adam([self.x], lr=self.lr, betas=(0.5, 0.99))
+            if state.get("opt"):
+                self.opt.load_state_dict(state["opt"])
