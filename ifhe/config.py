@@ -115,6 +115,7 @@ class RunConfig:
     log_every: int = 10               # host syncs (loss read-out, NaN check) every k steps
     preview_every: int = 0            # 0 = no image previews in events (CLI); the app sets it
     data: str | None = None
+    bank: str | None = None           # distill from this existing bank instead of synthesizing (`ifhe distill`)
 
     def validate(self) -> "RunConfig":
         _choice("method", self.method, METHODS)
@@ -138,6 +139,8 @@ class RunConfig:
             raise IfheError("teacher: a zoo name or a .safetensors file is required")
         self.synth.validate()
         self.distill.validate()
+        if self.bank and self.distill.source != "bank":
+            raise IfheError("bank: distilling from an existing bank needs distill.source=bank")
         if self.distill.source == "generator" and self.synth.param == "pixels":
             raise IfheError("distill.source=generator needs a generator; param=pixels has none")
         return self
@@ -269,10 +272,15 @@ def from_dict(d: dict) -> RunConfig:
     synth, distill = d.pop("synth", None) or {}, d.pop("distill", None) or {}
     if not isinstance(synth, dict) or not isinstance(distill, dict):
         raise IfheError("synth and distill must be mappings of settings")
+    for key in ("method", "scale"):
+        value = locals()[key]
+        if not isinstance(value, str):
+            raise IfheError(f"{key}: expected a name, got {value!r}")
     return make_config(method, scale, synth, distill, **d)
 
 
-def load_config(path: str | Path) -> RunConfig:
+def read_config_file(path: str | Path) -> dict:
+    """The raw settings of a YAML/JSON config file (sparse: unspecified settings come from the preset)."""
     import yaml
     path = Path(path)
     if not path.is_file():
@@ -281,7 +289,15 @@ def load_config(path: str | Path) -> RunConfig:
         data = yaml.safe_load(path.read_text()) if path.suffix in (".yaml", ".yml") else json.loads(path.read_text())
     except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise IfheError(f"config {path}: cannot parse ({str(e).splitlines()[0]})") from None
-    return from_dict(data or {})
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise IfheError(f"config {path}: expected a mapping of settings at the top level")
+    return data
+
+
+def load_config(path: str | Path) -> RunConfig:
+    return from_dict(read_config_file(path))
 
 
 def dump_yaml(cfg: RunConfig) -> str:

@@ -16,7 +16,7 @@ from typing import Iterator
 
 import torch
 
-from .bank import ImageBank
+from .bank import ImageBank, open_bank
 from .checkpoint import atomic_write_text, load_state, save_state
 from .config import RunConfig, dump_yaml, from_dict, to_dict
 from .data import DATA_ENV, ImageSet, load_split
@@ -177,14 +177,15 @@ class Run:
             self.test_set = test_set or None
         if self.test_set is not None:
             classes = self.test_set.classes
-        self.bank = ImageBank(self.out / "bank", classes=classes)
+        self.bank = open_bank(cfg.bank) if cfg.bank else ImageBank(self.out / "bank", classes=classes)
         self.metrics = JsonlLog(self.out / "metrics.jsonl")
         self.progress = _Progress()
         self.resumed = state is not None
         if state is not None:
             self._restore(state)
         else:
-            self.bank.truncate(0)
+            if not cfg.bank:
+                self.bank.truncate(0)
             self.metrics.keep(lambda r: False)
             atomic_write_text(self.out / "config.yaml", dump_yaml(cfg))
 
@@ -224,7 +225,8 @@ class Run:
         if "cuda_rng" in s and self.device.type == "cuda":
             torch.cuda.set_rng_state(s["cuda_rng"], self.device)
         self.progress = _Progress(**s["progress"])
-        self.bank.truncate(s["bank_shards"])
+        if not self.cfg.bank:
+            self.bank.truncate(s["bank_shards"])
         done = self.progress.round
         self.metrics.keep(lambda r: r.get("round", -1) < done)
 
@@ -249,7 +251,7 @@ class Run:
                 reason = "stopped"
                 break
             record = {"round": p.round}
-            completed = yield from self._synthesis_round(record)
+            completed = True if cfg.bank else (yield from self._synthesis_round(record))
             if not completed:
                 reason = "stopped"
                 break

@@ -28,3 +28,27 @@ def tiny_cifar(tmp_path_factory, real_data) -> Path:
         np.savez(out / f"cifar10-{split}.npz", x=s.x.permute(0, 2, 3, 1).numpy(), y=s.y.numpy().astype(np.uint8),
                  classes=np.array(s.classes))
     return out
+
+
+@pytest.fixture(scope="session")
+def shipped_teacher():
+    """The committed WRN-16-2 CIFAR-10 teacher (frozen)."""
+    from ifhe.zoo import available, load_teacher
+
+    if "cifar10_wrn16_2" not in available():
+        pytest.skip("pretrained/cifar10_wrn16_2 is not published yet")
+    return load_teacher("cifar10_wrn16_2")
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher():
+    """A randomly initialised, frozen WRN-16-1 posing as a CIFAR-10 teacher: for mechanics, not accuracy."""
+    from ifhe.models import create_model
+    from ifhe.zoo import attach_dataset, freeze
+
+    torch.manual_seed(0)
+    return attach_dataset(freeze(create_model("wrn16_1", 10)), "cifar10")
+
+
+TINY_RUN = dict(synth={"batch_size": 8, "iterations": 3, "commit_every": 1},
+                distill={"steps_per_round": 3, "batch_size": 8}, log_every=1, checkpoint_seconds=0)

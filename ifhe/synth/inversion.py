@@ -14,6 +14,7 @@ from torch import nn
 
 from .. import losses as L
 from ..config import SynthConfig
+from ..errors import IfheError
 from ..data import Normalizer, random_crop_flip, random_resized_crop, to_uint8
 from ..hooks import BNStatHook, FeatureTap
 from .base import StepReport, Synthesizer, no_param_grads
@@ -73,6 +74,11 @@ class InversionSynthesizer(Synthesizer):
     def __init__(self, cfg: SynthConfig, teacher: nn.Module, student: nn.Module, head: nn.Module | None,
                  normalizer: Normalizer, num_classes: int, device: torch.device):
         self.cfg = cfg.validate()
+        if student is teacher:
+            # the reference code did this for GAN-style methods, silently zeroing the adversarial term
+            raise IfheError("the student must be a different model from the teacher")
+        if any(p.requires_grad for p in teacher.parameters()):
+            raise IfheError("the teacher must be frozen (ifhe.zoo.freeze) before synthesis")
         self.teacher, self.student, self.head = teacher, student, head
         self.normalizer, self.num_classes, self.device = normalizer, num_classes, device
         self.param = make_parametrization(cfg, normalizer, device)
