@@ -221,6 +221,23 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     _add_data(p)
 
 
+def _cmd_demo(a) -> int:
+    import os
+    import subprocess
+    from pathlib import Path
+
+    app = Path(__file__).resolve().parent.parent / "app" / "streamlit_app.py"
+    if not app.exists():
+        raise IfheError(f"the demo app is not installed next to the package ({app}); run from a source checkout")
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(a.port),
+           "--server.headless", str(a.headless).lower(), "--browser.gatherUsageStats", "false"]
+    env = dict(os.environ)
+    if a.data:
+        env["IFHE_DATA"] = a.data
+    print(f"ifhe demo: http://localhost:{a.port}")
+    return subprocess.call(cmd, env=env)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ifhe", description="Data-free knowledge distillation by model inversion (IFHE and baselines)")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -265,6 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--bank", required=True)
     ex.add_argument("--out", required=True)
     ex.set_defaults(func=_cmd_export)
+
+    dm = sub.add_parser("demo", help="start the Streamlit demo in the browser")
+    dm.add_argument("--port", type=int, default=8501)
+    dm.add_argument("--headless", action="store_true", help="do not open a browser window")
+    _add_data(dm)
+    dm.set_defaults(func=_cmd_demo)
 
     z = sub.add_parser("zoo", help="list the shipped pretrained models")
     z.set_defaults(func=_cmd_zoo)

@@ -1,0 +1,44 @@
+"""Shared set-up for the benchmarks: the shipped teacher (or a random one of the same architecture)."""
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ifhe.models import create_model  # noqa: E402
+from ifhe.zoo import attach_dataset, available, freeze, load_teacher  # noqa: E402
+
+
+def teacher(name: str = "cifar10_wrn16_2", arch: str = "wrn16_2"):
+    if name in available():
+        return load_teacher(name), name
+    return attach_dataset(freeze(create_model(arch, 10)), "cifar10"), f"random {arch} (no {name} published)"
+
+
+def timed(fn, repeats: int, warmup: int = 2) -> float:
+    """Median seconds per call."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def threads() -> int:
+    n = int(os.environ.get("IFHE_THREADS", "2"))
+    torch.set_num_threads(n)
+    return n
