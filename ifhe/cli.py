@@ -238,6 +238,46 @@ def _cmd_demo(a) -> int:
     return subprocess.call(cmd, env=env)
 
 
+def _bank_of(path: str):
+    from pathlib import Path
+
+    from .bank import open_bank
+
+    p = Path(path)
+    return open_bank(p / "bank" if (p / "bank").is_dir() else p)
+
+
+def _cmd_features(a) -> int:
+    from pathlib import Path
+
+    from .data import load_split
+    from .device import set_cpu_threads
+    from .embedding import compute_feature_map, write_report
+    from .experiment import load_run_teacher
+    from .config import make_config
+
+    set_cpu_threads(a.threads)
+    teacher = load_run_teacher(make_config(teacher=a.teacher, teacher_arch=a.teacher_arch), "cpu")
+    if a.stage not in teacher.stages:
+        raise IfheError(f"--stage {a.stage}: {teacher.arch} has {', '.join(teacher.stages)}")
+    sets = {}
+    for path in a.sets or []:
+        bank = _bank_of(path)
+        name = Path(path).name
+        if name in sets or name == "real":
+            raise IfheError(f"--sets: two sets are called {name!r}; rename a folder")
+        sets[name] = (bank.images, bank.labels)
+    real = None
+    if a.real:
+        test = load_split(teacher.dataset, "test", a.real)
+        real = (test.x, test.y)
+    fmap = compute_feature_map(teacher, sets, real, a.stage, a.n_per_set, a.n_real, a.seed)
+    paths = write_report(fmap, a.out)
+    print(f"{fmap.note}\n" + (Path(paths["md"]).read_text().split("\n\n", 1)[1]))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ifhe", description="Data-free knowledge distillation by model inversion (IFHE and baselines)")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -282,6 +322,19 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--bank", required=True)
     ex.add_argument("--out", required=True)
     ex.set_defaults(func=_cmd_export)
+
+    fe = sub.add_parser("features", help="shared t-SNE map and heterogeneity metrics of intermediate features")
+    fe.add_argument("--teacher", default="cifar10_wrn16_2")
+    fe.add_argument("--teacher-arch", dest="teacher_arch")
+    fe.add_argument("--real", help="folder/.npz with real test images (the map is fitted on them)")
+    fe.add_argument("--sets", nargs="*", help="run folders or bank folders of synthesized images")
+    fe.add_argument("--stage", default="block2")
+    fe.add_argument("--n-per-set", dest="n_per_set", type=int, default=1000)
+    fe.add_argument("--n-real", dest="n_real", type=int, default=2000)
+    fe.add_argument("--seed", type=int, default=0)
+    fe.add_argument("--threads", type=int)
+    fe.add_argument("--out", required=True)
+    fe.set_defaults(func=_cmd_features)
 
     dm = sub.add_parser("demo", help="start the Streamlit demo in the browser")
     dm.add_argument("--port", type=int, default=8501)
