@@ -278,6 +278,33 @@ def _cmd_features(a) -> int:
     return 0
 
 
+def _cmd_reproduce(a) -> int:
+    from pathlib import Path
+
+    from .data import load_split
+    from .device import set_cpu_threads
+    from .reproduce import plan, run_cell, write_results
+    from .zoo import available
+
+    set_cpu_threads(a.threads)
+    out = Path(a.out)
+    cells = plan(a.table, a.methods, a.seeds, available())
+    final_test = load_split("cifar10", "test", a.data) if a.data or __import__("os").environ.get("IFHE_DATA") else None
+    summaries = []
+    for i, cell in enumerate(cells, 1):
+        print(f"[{i}/{len(cells)}] {cell.pair} {cell.variant} seed {cell.seed}", flush=True)
+        s = run_cell(cell, out, a.budget_minutes, a.data, {"eval_images": a.eval_images, "eval_every": a.eval_every},
+                     final_test_set=final_test)
+        acc = f"{s['student_acc']:.2f}%" if s["student_acc"] is not None else "not evaluated"
+        print(f"    student {acc} after {s['rounds']} rounds, {s['kd_steps']} KD steps, bank {s['bank_size']}",
+              flush=True)
+        summaries.append(s)
+    paths = write_results(summaries, out, a.budget_minutes)
+    print(Path(paths["md"]).read_text())
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ifhe", description="Data-free knowledge distillation by model inversion (IFHE and baselines)")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -335,6 +362,20 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("--threads", type=int)
     fe.add_argument("--out", required=True)
     fe.set_defaults(func=_cmd_features)
+
+    rp = sub.add_parser("reproduce", help="sweep methods under equal time budgets; tables and curves")
+    rp.add_argument("--table", default="cifar10")
+    rp.add_argument("--methods", nargs="+", default=["deepinversion", "cmi", "ifhe"],
+                    help="variants: methods, ifhe-a0 / ifhe-a0.5 / ifhe-a1 (alpha ablation), dafl+ifhe, dfq+ifhe")
+    rp.add_argument("--budget-minutes", dest="budget_minutes", type=float, default=20.0)
+    rp.add_argument("--seeds", type=int, default=1)
+    rp.add_argument("--eval-every", dest="eval_every", type=int, default=250, help="KD steps between curve points")
+    rp.add_argument("--eval-images", dest="eval_images", type=int, default=2000,
+                    help="test images per curve point (the final figure uses the whole test set)")
+    rp.add_argument("--threads", type=int)
+    rp.add_argument("--out", default="results")
+    _add_data(rp)
+    rp.set_defaults(func=_cmd_reproduce)
 
     dm = sub.add_parser("demo", help="start the Streamlit demo in the browser")
     dm.add_argument("--port", type=int, default=8501)

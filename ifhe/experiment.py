@@ -7,9 +7,9 @@ metric lines written after it, so nothing is missing or repeated.
 """
 from __future__ import annotations
 
-import math
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
@@ -97,6 +97,24 @@ class Finished(Event):
     elapsed_s: float
     bank_size: int
     kind: str = "finished"
+
+
+class _Clock:
+    """Run time that excludes what is not training: the consumer's pauses between events and evaluations."""
+
+    def __init__(self, elapsed: float = 0.0):
+        self.start = time.perf_counter() - elapsed
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    @contextmanager
+    def excluded(self):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.start += time.perf_counter() - t
 
 
 @dataclass
@@ -236,14 +254,18 @@ class Run:
         return self.out / CHECKPOINT
 
     # ---- the loop ----------------------------------------------------------------------------------------
+    def _emit(self, event: Event):
+        with self.clock.excluded():  # time the consumer holds the event (a paused app) is not run time
+            yield event
+
     def events(self) -> Iterator[Event]:
         cfg, p = self.cfg, self.progress
-        yield Started(p.round, self.resumed, len(self.bank), p.kd_steps, self.note)
-        clock0 = time.perf_counter() - p.elapsed_s
+        self.clock = clock = _Clock(p.elapsed_s)
+        yield from self._emit(Started(p.round, self.resumed, len(self.bank), p.kd_steps, self.note))
         last_ckpt = time.perf_counter()
         reason = "rounds"
         while p.round < cfg.rounds:
-            p.elapsed_s = time.perf_counter() - clock0
+            p.elapsed_s = clock.elapsed()
             if cfg.budget_minutes is not None and p.elapsed_s >= 60 * cfg.budget_minutes:
                 reason = "budget"
                 break
@@ -255,33 +277,37 @@ class Run:
             if not completed:
                 reason = "stopped"
                 break
-            completed = yield from self._kd_round(record, clock0)
+            completed = yield from self._kd_round(record)
             if not completed:
                 reason = "stopped"
                 break
             p.round += 1
-            p.elapsed_s = time.perf_counter() - clock0
+            p.elapsed_s = clock.elapsed()
             if cfg.eval_every and p.kd_steps - p.last_eval_kd >= cfg.eval_every and self.test_set is not None:
-                yield self._evaluate()
+                yield from self._emit(self._evaluate())
                 record |= {"student_acc": p.student_acc, "head_acc": p.head_acc}
             record |= {"kd_steps": p.kd_steps, "bank_size": len(self.bank), "elapsed_s": round(p.elapsed_s, 2)}
             self.metrics.append(record)
             if time.perf_counter() - last_ckpt >= cfg.checkpoint_seconds:
-                yield Checkpointed(p.round, str(self.save_checkpoint()))
+                with clock.excluded():
+                    path = self.save_checkpoint()
+                yield from self._emit(Checkpointed(p.round, str(path)))
                 last_ckpt = time.perf_counter()
-        p.elapsed_s = time.perf_counter() - clock0
+        p.elapsed_s = clock.elapsed()
         if self.test_set is not None and p.last_eval_kd != p.kd_steps and p.kd_steps > 0:
-            yield self._evaluate()
-        yield Checkpointed(p.round, str(self.save_checkpoint()))
-        self._export_models()
-        yield Finished(p.round, reason, p.student_acc, p.head_acc, p.elapsed_s, len(self.bank))
+            yield from self._emit(self._evaluate())
+        with clock.excluded():
+            path = self.save_checkpoint()
+            self._export_models()
+        yield from self._emit(Checkpointed(p.round, str(path)))
+        yield from self._emit(Finished(p.round, reason, p.student_acc, p.head_acc, p.elapsed_s, len(self.bank)))
 
     def _synthesis_round(self, record: dict):
         cfg, p, synth = self.cfg, self.progress, self.synth
         self._apply_weights()
         synth.start_round(p.round)
         bad: dict[str, torch.Tensor] = {}
-        t0 = time.perf_counter()
+        t0 = self.clock.elapsed()
         n_iter = synth.cfg.iterations
         for it in range(1, n_iter + 1):
             if self._stop.is_set():
@@ -291,35 +317,35 @@ class Run:
             for k, v in rep.losses.items():
                 flag = ~torch.isfinite(v)
                 bad[k] = bad[k] | flag if k in bad else flag
+            rate = it / max(self.clock.elapsed() - t0, 1e-9)
             if it % cfg.log_every == 0 or it == n_iter:
                 self._check_finite(bad, f"synthesis round {p.round}, iteration {it}")
                 losses = {k: float(v) for k, v in rep.losses.items()}
-                dt = time.perf_counter() - t0
-                event = SynthStep(p.round, it, losses, it / max(dt, 1e-9))
+                event = SynthStep(p.round, it, losses, rate)
                 if cfg.preview_every:
                     event.images, event.labels = synth.images()
                 record["synth"] = losses
-                yield event
+                yield from self._emit(event)
             elif cfg.preview_every and it % cfg.preview_every == 0:
                 images, labels = synth.images()
-                yield SynthStep(p.round, it, None, it / max(time.perf_counter() - t0, 1e-9), images, labels)
+                yield from self._emit(SynthStep(p.round, it, None, rate, images, labels))
         images, labels = synth.commit()
         if cfg.distill.source == "bank" or (p.round + 1) % synth.cfg.commit_every == 0:
             shard = self.bank.add(images, labels)
-            yield BatchSaved(p.round, len(images), len(self.bank), shard)
+            yield from self._emit(BatchSaved(p.round, len(images), len(self.bank), shard))
         return True
 
-    def _kd_round(self, record: dict, clock0: float):
+    def _kd_round(self, record: dict):
         cfg, p, d = self.cfg, self.progress, self.cfg.distill
         h = self.head if d.train_head else None
         bad: dict[str, torch.Tensor] = {}
-        t0, n0 = time.perf_counter(), 0
+        t0, n0 = self.clock.elapsed(), 0
         for k in range(1, d.steps_per_round + 1):
             if self._stop.is_set():
                 return False
             progress = p.round / cfg.rounds
             if cfg.budget_minutes:
-                progress = max(progress, (time.perf_counter() - clock0) / (60 * cfg.budget_minutes))
+                progress = max(progress, self.clock.elapsed() / (60 * cfg.budget_minutes))
             lr = cosine_lr(d.lr, progress)
             for g in self.opt.param_groups:
                 g["lr"] = lr
@@ -339,7 +365,8 @@ class Run:
                 self._check_finite(bad, f"distillation round {p.round}, step {k}")
                 vals = {n: float(v) for n, v in losses.items()}
                 record["kd"] = vals
-                yield KDStep(p.round, p.kd_steps, vals, lr, n0 / max(time.perf_counter() - t0, 1e-9))
+                rate = n0 / max(self.clock.elapsed() - t0, 1e-9)
+                yield from self._emit(KDStep(p.round, p.kd_steps, vals, lr, rate))
         return True
 
     def _check_finite(self, bad: dict[str, torch.Tensor], where: str) -> None:
@@ -354,6 +381,10 @@ class Run:
                 f"is kept in {self.out}: lower the learning rates or weights and resume")
 
     def _evaluate(self) -> Evaluated:
+        with self.clock.excluded():
+            return self._evaluate_now()
+
+    def _evaluate_now(self) -> Evaluated:
         p = self.progress
         p.student_acc = evaluate(self.student, self.test_set, self.teacher.normalizer, self.device)
         p.head_acc = (evaluate_head(self.head, self.teacher, self.test_set, self.teacher.normalizer, self.device,
