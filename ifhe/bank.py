@@ -36,10 +36,11 @@ class ImageBank:
                 self.classes = tuple(m["classes"])
         self.shards.setdefault(rank, [])
         self._remove_debris()
-        for r in sorted(self.shards):
-            for rec in self.shards[r]:
-                x, y = self._load_shard(rec, verify)
-                self._append(x, y)
+        # (index, rank) order is the order a multi-rank run adds them in, so a reopened bank is the same sequence
+        for rec in sorted((rec | {"rank": r} for r, recs in self.shards.items() for rec in recs),
+                          key=lambda rec: (rec["index"], rec["rank"])):
+            x, y = self._load_shard(rec, verify)
+            self._append(x, y)
 
     # ---- io ----------------------------------------------------------------------------------------------
     def _manifest_path(self, rank: int) -> Path:
@@ -109,6 +110,13 @@ class ImageBank:
         self._append(images.cpu(), labels.cpu().long())
         return name
 
+    def remember(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        """Another rank's batch: sampled from here, stored on disk by its own rank."""
+        self._append(images.cpu(), labels.cpu().long())
+
+    def reload(self) -> None:
+        self.__init__(self.root, self.rank, self.classes)
+
     def truncate(self, n_shards: int) -> None:
         """Forget this rank's shards after the first `n_shards` (written after the checkpoint being resumed)."""
         recs = self.shards[self.rank]
@@ -118,7 +126,7 @@ class ImageBank:
         self._write_manifest()
         for rec in recs[n_shards:]:
             (self.root / rec["file"]).unlink(missing_ok=True)
-        self.__init__(self.root, self.rank, self.classes)
+        self.reload()
 
     @property
     def n_shards(self) -> int:

@@ -123,7 +123,7 @@ def build_run_config(a, resume_from: str | None = None, **forced):
     return from_dict(base)
 
 
-def _print_events(run, quiet: bool = False):
+def _print_events(run, quiet: bool = False, report: bool = True):
     from tqdm import tqdm
 
     from .experiment import BatchSaved, Evaluated, Finished, KDStep, Started, SynthStep
@@ -151,6 +151,8 @@ def _print_events(run, quiet: bool = False):
             bar.n = min(total, int(run.progress.elapsed_s) if cfg.budget_minutes else run.progress.round)
             bar.refresh()
     bar.close()
+    if not report:
+        return finished
     acc = f"student {finished.student_acc:.2f}%" if finished.student_acc is not None else "no evaluation"
     h = f", h {finished.head_acc:.2f}%" if finished.head_acc is not None else ""
     print(f"finished ({finished.reason}) after {finished.round} rounds, {finished.elapsed_s / 60:.1f} min, bank "
@@ -166,7 +168,13 @@ def _cmd_run(a, **forced) -> int:
     out = Path(a.out)
     resume_cfg = str(out / "config.yaml") if a.resume and (out / CHECKPOINT).exists() else None
     cfg = build_run_config(a, resume_cfg, **forced)
-    _print_events(Run(cfg, out, resume=a.resume), quiet=a.quiet)
+    run = Run(cfg, out, resume=a.resume)
+    try:
+        _print_events(run, quiet=a.quiet or not run.dist.is_main, report=run.dist.is_main)
+    finally:
+        if run.dist.enabled:
+            import torch.distributed as dist
+            dist.destroy_process_group()
     return 0
 
 

@@ -6,11 +6,14 @@ import os
 import torch
 
 
-def pick_device(requested: str | None = None) -> torch.device:
-    """`requested` may be 'cpu', 'cuda', 'cuda:1' or None/'auto' (CUDA when present)."""
+def pick_device(requested: str | None = None, local_rank: int = 0) -> torch.device:
+    """`requested` may be 'cpu', 'cuda', 'cuda:1' or None/'auto' (CUDA when present); under torchrun a bare
+    'cuda' means this process's own GPU (LOCAL_RANK)."""
     if requested in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(requested)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
     if device.type == "cuda" and not torch.cuda.is_available():
         from .errors import IfheError
 

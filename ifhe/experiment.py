@@ -21,6 +21,7 @@ from .checkpoint import atomic_write_text, load_state, save_state
 from .config import RunConfig, dump_yaml, from_dict, to_dict
 from .data import DATA_ENV, ImageSet, load_split
 from .device import pick_device, set_cpu_threads
+from .distributed import any_rank, barrier, gather_batches, init_from_env
 from .distill import cosine_lr, evaluate, evaluate_head, kd_step, make_kd_optimizer, prepare_batch
 from .errors import DataError, DivergenceError, IfheError
 from .heads import head_for
@@ -152,11 +153,19 @@ def load_test_set(dataset: str, data: str | None, n: int | None) -> tuple[ImageS
     return (test.subset(n, seed=0) if n and n < len(test) else test), ""
 
 
+def checkpoint_name(rank: int) -> str:
+    return CHECKPOINT if rank == 0 else f"checkpoint_r{rank}.safetensors"
+
+
 class Run:
+    """One synthesis + distillation run. Under `torchrun` every rank synthesizes its share of each batch
+    (its own generator, its own bank shards) and the student and h are trained with DistributedDataParallel."""
+
     def __init__(self, cfg: RunConfig, out: str | Path, resume: bool = False, teacher: torch.nn.Module | None = None,
                  test_set: ImageSet | None | bool = True):
         self.out = Path(out)
-        ckpt = self.out / CHECKPOINT
+        self.dist = init_from_env(pick_device(cfg.device).type)
+        ckpt = self.out / checkpoint_name(self.dist.rank)
         if resume and ckpt.exists():
             state, meta = load_state(ckpt)
             stored = from_dict(meta["config"])
@@ -168,7 +177,8 @@ class Run:
             if ckpt.exists():
                 raise IfheError(f"{self.out} already holds a run; pass --resume to continue it or pick another --out")
         self.cfg = cfg.validate()
-        self.device = pick_device(cfg.device)
+        self.device = pick_device(cfg.device, self.dist.local_rank)
+        share = self._per_rank(cfg)
         if cfg.threads:
             set_cpu_threads(cfg.threads)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -182,20 +192,31 @@ class Run:
         nc = self.teacher.num_classes
         self.student = create_model(cfg.student, nc).to(self.device).to(memory_format=torch.channels_last)
         self.head = head_for(self.teacher, cfg.synth.h_stages, cfg.synth.h_hidden).to(self.device)
-        self.synth = InversionSynthesizer(cfg.synth, self.teacher, self.student, self.head,
-                                          self.teacher.normalizer, nc, self.device)
+        if self.dist.rank:  # same student init everywhere, different synthesized images per rank
+            torch.manual_seed(cfg.seed + 1_000_003 * self.dist.rank)
+        self.synth = InversionSynthesizer(replace(cfg.synth, batch_size=share[0]), self.teacher, self.student,
+                                          self.head, self.teacher.normalizer, nc, self.device)
+        self.kd_batch = share[1]
         d = cfg.distill
         self.opt = make_kd_optimizer(self.student, self.head if d.train_head else None, d.lr, d.momentum,
                                      d.weight_decay)
+        self.kd_student, self.kd_head = self.student, (self.head if d.train_head else None)
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.kd_student = DDP(self.student, device_ids=ids)
+            self.kd_head = DDP(self.head, device_ids=ids) if d.train_head else None
         classes = None
         self.note = ""
+        if not self.dist.is_main:
+            test_set = None  # rank 0 evaluates; the students are identical
         if test_set is True:
             self.test_set, self.note = load_test_set(self.dataset, cfg.data, cfg.eval_images)
         else:
             self.test_set = test_set or None
         if self.test_set is not None:
             classes = self.test_set.classes
-        self.bank = open_bank(cfg.bank) if cfg.bank else ImageBank(self.out / "bank", classes=classes)
+        self.bank = open_bank(cfg.bank) if cfg.bank else ImageBank(self.out / "bank", self.dist.rank, classes)
         self.metrics = JsonlLog(self.out / "metrics.jsonl")
         self.progress = _Progress()
         self.resumed = state is not None
@@ -204,8 +225,20 @@ class Run:
         else:
             if not cfg.bank:
                 self.bank.truncate(0)
-            self.metrics.keep(lambda r: False)
-            atomic_write_text(self.out / "config.yaml", dump_yaml(cfg))
+            if self.dist.is_main:
+                self.metrics.keep(lambda r: False)
+                atomic_write_text(self.out / "config.yaml", dump_yaml(cfg))
+        if self.dist.enabled and not cfg.bank:
+            barrier(self.dist)  # every rank has dropped its own uncovered shards: now read everyone's
+            self.bank.reload()
+
+    def _per_rank(self, cfg: RunConfig) -> tuple[int, int]:
+        """Synthesis and KD batch sizes of this rank."""
+        w = self.dist.world
+        for name, size in (("synth.batch_size", cfg.synth.batch_size), ("distill.batch_size", cfg.distill.batch_size)):
+            if size % w:
+                raise IfheError(f"{name}={size} does not split evenly over {w} processes")
+        return cfg.synth.batch_size // w, cfg.distill.batch_size // w
 
     # ---- control from other threads -------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -246,12 +279,15 @@ class Run:
         if not self.cfg.bank:
             self.bank.truncate(s["bank_shards"])
         done = self.progress.round
-        self.metrics.keep(lambda r: r.get("round", -1) < done)
+        if self.dist.is_main:
+            self.metrics.keep(lambda r: r.get("round", -1) < done)
 
     def save_checkpoint(self) -> Path:
-        cfg = replace(self.cfg, synth=self.synth.cfg)  # live weight changes are part of the run's history
-        save_state(self.out / CHECKPOINT, self._state(), {"config": to_dict(cfg)})
-        return self.out / CHECKPOINT
+        # live weight changes are part of the run's history; the batch size is the run's, not this rank's share
+        cfg = replace(self.cfg, synth=replace(self.synth.cfg, batch_size=self.cfg.synth.batch_size))
+        path = self.out / checkpoint_name(self.dist.rank)
+        save_state(path, self._state(), {"config": to_dict(cfg), "rank": self.dist.rank, "world": self.dist.world})
+        return path
 
     # ---- the loop ----------------------------------------------------------------------------------------
     def _emit(self, event: Event):
@@ -266,10 +302,10 @@ class Run:
         reason = "rounds"
         while p.round < cfg.rounds:
             p.elapsed_s = clock.elapsed()
-            if cfg.budget_minutes is not None and p.elapsed_s >= 60 * cfg.budget_minutes:
+            if any_rank(self.dist, cfg.budget_minutes is not None and p.elapsed_s >= 60 * cfg.budget_minutes):
                 reason = "budget"
                 break
-            if self._stop.is_set():
+            if any_rank(self.dist, self._stop.is_set()):
                 reason = "stopped"
                 break
             record = {"round": p.round}
@@ -287,7 +323,8 @@ class Run:
                 yield from self._emit(self._evaluate())
                 record |= {"student_acc": p.student_acc, "head_acc": p.head_acc}
             record |= {"kd_steps": p.kd_steps, "bank_size": len(self.bank), "elapsed_s": round(p.elapsed_s, 2)}
-            self.metrics.append(record)
+            if self.dist.is_main:
+                self.metrics.append(record)
             if time.perf_counter() - last_ckpt >= cfg.checkpoint_seconds:
                 with clock.excluded():
                     path = self.save_checkpoint()
@@ -298,7 +335,8 @@ class Run:
             yield from self._emit(self._evaluate())
         with clock.excluded():
             path = self.save_checkpoint()
-            self._export_models()
+            if self.dist.is_main:
+                self._export_models()
         yield from self._emit(Checkpointed(p.round, str(path)))
         yield from self._emit(Finished(p.round, reason, p.student_acc, p.head_acc, p.elapsed_s, len(self.bank)))
 
@@ -310,7 +348,7 @@ class Run:
         t0 = self.clock.elapsed()
         n_iter = synth.cfg.iterations
         for it in range(1, n_iter + 1):
-            if self._stop.is_set():
+            if self._stop.is_set() and not self.dist.enabled:
                 return False
             self._apply_weights()
             rep = synth.step()
@@ -331,17 +369,21 @@ class Run:
                 yield from self._emit(SynthStep(p.round, it, None, rate, images, labels))
         images, labels = synth.commit()
         if cfg.distill.source == "bank" or (p.round + 1) % synth.cfg.commit_every == 0:
-            shard = self.bank.add(images, labels)
-            yield from self._emit(BatchSaved(p.round, len(images), len(self.bank), shard))
+            shard = ""
+            for rank, (x, y) in enumerate(gather_batches(self.dist, images, labels)):
+                if rank == self.dist.rank:
+                    shard = self.bank.add(x, y)
+                else:
+                    self.bank.remember(x, y)
+            yield from self._emit(BatchSaved(p.round, len(images) * self.dist.world, len(self.bank), shard))
         return True
 
     def _kd_round(self, record: dict):
         cfg, p, d = self.cfg, self.progress, self.cfg.distill
-        h = self.head if d.train_head else None
         bad: dict[str, torch.Tensor] = {}
         t0, n0 = self.clock.elapsed(), 0
         for k in range(1, d.steps_per_round + 1):
-            if self._stop.is_set():
+            if self._stop.is_set() and not self.dist.enabled:
                 return False
             progress = p.round / cfg.rounds
             if cfg.budget_minutes:
@@ -350,12 +392,12 @@ class Run:
             for g in self.opt.param_groups:
                 g["lr"] = lr
             if d.source == "generator":
-                x = self.teacher.normalizer(self.synth.sample(d.batch_size)).contiguous(
+                x = self.teacher.normalizer(self.synth.sample(self.kd_batch)).contiguous(
                     memory_format=torch.channels_last)
             else:
-                xb, _ = self.bank.sample(d.batch_size)
+                xb, _ = self.bank.sample(self.kd_batch)
                 x = prepare_batch(xb, self.teacher.normalizer, self.device, d.augment)
-            losses = kd_step(self.student, h, self.teacher, x, self.opt, d.T, self.cfg.synth.h_stages)
+            losses = kd_step(self.kd_student, self.kd_head, self.teacher, x, self.opt, d.T, self.cfg.synth.h_stages)
             p.kd_steps += 1
             n0 += d.batch_size
             for name, v in losses.items():

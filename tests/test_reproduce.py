@@ -32,7 +32,7 @@ def test_sweep_resumes_and_writes_table(tiny_teacher, tiny_cifar, tmp_path):
     assert (cells[0].folder(tmp_path) / "summary.json").stat().st_mtime_ns == stamp  # finished cell skipped
     assert summaries[0] == first
     second = summaries[1]
-    assert second["rounds"] >= 2 and second["final_test_images"] == len(test)
+    assert second["rounds"] >= 1 and second["final_test_images"] == len(test)
     rounds = [json.loads(l)["round"] for l in (cells[1].folder(tmp_path) / "metrics.jsonl").read_text().splitlines()]
     assert rounds == list(range(len(rounds)))
     paths = write_results(summaries, tmp_path / "out", 0.03)
