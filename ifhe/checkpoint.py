@@ -49,9 +49,14 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta
     # safetensors refuses tensors that share storage (tied weights, views): store independent copies.
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(flat, str(tmp), metadata={_META_KEY: json.dumps(meta or {})})
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
+    try:
+        save_file(flat, str(tmp), metadata={_META_KEY: json.dumps(meta or {})})
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+    except (SafetensorError, OSError) as e:
+        tmp.unlink(missing_ok=True)
+        reason = str(e).split("I/O error: ")[-1]  # keep the OS's words, e.g. "No space left on device"
+        raise CheckpointError(f"{path}: cannot write ({reason})") from None
     os.replace(tmp, path)
 
 

@@ -405,6 +405,10 @@ def main(argv: list[str] | None = None) -> int:
     except IfheError as e:
         print(f"ifhe: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # unwritable or full output folder, vanished files: the OS names the path
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"ifhe: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("ifhe: interrupted; rerun with --resume to continue", file=sys.stderr)
         return 130

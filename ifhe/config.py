@@ -129,6 +129,10 @@ class RunConfig:
             _positive("budget_minutes", self.budget_minutes)
         if self.eval_images is not None:
             _positive_int("eval_images", self.eval_images)
+        if self.threads is not None:
+            _positive_int("threads", self.threads)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise IfheError(f"seed must be an integer >= 0, got {self.seed!r}")
         from .models import ARCHITECTURES
         if self.student not in ARCHITECTURES:
             raise IfheError(f"student: unknown architecture {self.student!r}; known: {', '.join(ARCHITECTURES)}")

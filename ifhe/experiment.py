@@ -164,6 +164,8 @@ class Run:
     def __init__(self, cfg: RunConfig, out: str | Path, resume: bool = False, teacher: torch.nn.Module | None = None,
                  test_set: ImageSet | None | bool = True):
         self.out = Path(out)
+        if self.out.exists() and not self.out.is_dir():
+            raise IfheError(f"out: {self.out} exists and is not a folder")
         self.dist = init_from_env(pick_device(cfg.device).type)
         ckpt = self.out / checkpoint_name(self.dist.rank)
         if resume and ckpt.exists():
