@@ -1,0 +1,317 @@
+"""Streamlit glue shared by the pages: the session's form values, the attached job, the control buttons and
+the live views. The pages themselves only lay these out."""
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from ifhe.config import METHODS
+from ifhe.errors import IfheError
+
+from . import widgets as W
+from .jobs import JobLimitError, registry
+
+REFRESH_S = 0.4               # live views poll the job snapshot this often (2.5 refreshes a second)
+
+FORM_DEFAULTS = {
+    "dataset": "cifar10", "teacher": None, "teacher_path": None, "teacher_summary": None, "upload_arch": "(from file)",
+    "student": "wrn16_1", "method": "ifhe", "seed": 0, "rounds": 100, "kd_between": False, "device": "auto",
+    "run_name": "", "eval_every": 50, "eval_images": 1000, "budget": 0.0, "distill_rounds": 30,
+}
+FORM_KEYS = tuple(FORM_DEFAULTS) + tuple(W.form_defaults("ifhe"))
+
+
+def init_session() -> None:
+    """Defaults on first run; afterwards re-assign the form keys so their values survive page switches."""
+    ss = st.session_state
+    for k, v in FORM_DEFAULTS.items():
+        if k not in ss:
+            ss[k] = v
+    for k, v in W.form_defaults(ss["method"]).items():
+        if k not in ss:
+            ss[k] = v
+    for k in FORM_KEYS:
+        ss[k] = ss[k]
+    # reattach: the URL is the source of truth after a reload, the session after a page switch
+    url_job = st.query_params.get("job")
+    if url_job and url_job != ss.get("job_id"):
+        job = registry().get(url_job)
+        if job is None:
+            ss["flash"] = ("warning", "The job in this link is not on this server (it may have restarted); its "
+                                      "results, if any, are in its run folder (see Compare).")
+            del st.query_params["job"]
+            ss.pop("job_id", None)
+        else:
+            ss["job_id"] = url_job
+            _form_from_job(job)
+    elif ss.get("job_id") and not url_job:
+        st.query_params["job"] = ss["job_id"]
+
+
+def _form_from_job(job) -> None:
+    """Show a reattached job's settings in the form (so the sliders move *its* weights)."""
+    ss, cfg = st.session_state, job.cfg
+    ss["method"] = cfg.method
+    s, d = cfg.synth, cfg.distill
+    snap = job.snapshot()
+    ss.update(alpha=snap.weights.get("alpha", s.alpha), beta=snap.weights.get("beta", s.beta),
+              gamma=snap.weights.get("gamma", s.gamma), lr_g=s.lr_g, lr_z=s.lr_z, batch=s.batch_size,
+              iterations=s.iterations, tau=d.T, student=cfg.student, seed=cfg.seed)
+    if d.steps_per_round:
+        ss.update(kd_steps=d.steps_per_round, kd_batch=d.batch_size, kd_lr=d.lr)
+
+
+@st.cache_resource(show_spinner=False)
+def favicon():
+    from PIL import Image, ImageDraw
+    img = Image.new("RGBA", (32, 32), (0, 0, 0, 0))
+    d = ImageDraw.Draw(img)
+    for i, c in enumerate([(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40)]):
+        d.rectangle((2 + (i % 2) * 15, 2 + (i // 2) * 15, 14 + (i % 2) * 15, 14 + (i // 2) * 15), fill=c)
+    return img
+
+
+def current_job():
+    jid = st.session_state.get("job_id")
+    return registry().get(jid) if jid else None
+
+
+def attach(job) -> None:
+    st.session_state["job_id"] = job.id
+    st.query_params["job"] = job.id
+
+
+def detach() -> None:
+    st.session_state.pop("job_id", None)
+    if "job" in st.query_params:
+        del st.query_params["job"]
+
+
+def flash(kind: str, text: str) -> None:
+    st.session_state["flash"] = (kind, text)
+
+
+def show_flash() -> None:
+    msg = st.session_state.pop("flash", None)
+    if msg:
+        getattr(st, msg[0])(msg[1])
+
+
+# ---- callbacks (run before the script, so the page draws the new state) ------------------------------------
+
+def on_method_change() -> None:
+    st.session_state.update(W.form_defaults(st.session_state["method"]))
+
+
+def on_weight_change() -> None:
+    job = current_job()
+    if job is not None and job.snapshot().active:
+        ss = st.session_state
+        try:
+            job.set_weights(alpha=ss["alpha"], beta=ss["beta"], gamma=ss["gamma"])
+        except IfheError as e:
+            flash("error", str(e))
+
+
+def start(kind: str) -> None:
+    ss = st.session_state
+    values = {k: ss.get(k) for k in FORM_KEYS}
+    if kind == "distill":
+        values["rounds"] = ss["distill_rounds"]
+    try:
+        cfg = W.build_config(values, kind)
+        name = W.check_run_name(ss["run_name"]) if ss.get("run_name") else None
+        job = registry().submit(cfg, kind=kind, run_name=name)
+    except JobLimitError as e:
+        flash("warning", str(e))
+        return
+    except IfheError as e:
+        flash("error", str(e))
+        return
+    attach(job)
+
+
+def pause() -> None:
+    job = current_job()
+    if job:
+        job.pause()
+
+
+def resume() -> None:
+    job = current_job()
+    if job:
+        job.resume()
+
+
+def step() -> None:
+    job = current_job()
+    if job:
+        job.step()
+
+
+def stop() -> None:
+    job = current_job()
+    if job:
+        job.resume()
+        job.stop()
+
+
+def reset() -> None:
+    """Stop the attached run (its folder keeps everything), forget it here, restore the preset's settings."""
+    job = current_job()
+    if job is not None and job.snapshot().active:
+        job.stop()
+    detach()
+    st.session_state.update(W.form_defaults(st.session_state["method"]))
+    st.session_state["run_name"] = ""
+
+
+# ---- shared widgets ----------------------------------------------------------------------------------------
+
+def controls(kind: str, start_label: str = "Start") -> None:
+    """Start / Pause (Resume) / Step / Stop / Reset for the attached job."""
+    job = current_job()
+    snap = job.snapshot() if job else None
+    active = bool(snap and snap.active)
+    paused = bool(snap and snap.state == "paused")
+    reg = registry()
+    c = st.columns(5)
+    c[0].button(start_label, key=f"start_{kind}", type="primary", on_click=start, args=(kind,), disabled=active,
+                help="start a new run with these settings in the background", width="stretch")
+    if paused:
+        c[1].button("Resume", key="resume", on_click=resume, width="stretch")
+    else:
+        c[1].button("Pause", key="pause", on_click=pause, disabled=not active or snap.state == "stopping",
+                    width="stretch")
+    c[2].button("Step", key="step", on_click=step, disabled=not paused, help="one optimizer step, then pause",
+                width="stretch")
+    c[3].button("Stop", key="stop", on_click=stop, disabled=not active,
+                help="end the run at the next step; it saves a checkpoint and the student", width="stretch")
+    c[4].button("Reset", key="reset", on_click=reset, disabled=job is None,
+                help="stop the run (its folder is kept) and restore the preset's settings", width="stretch")
+    busy = reg.active_count()
+    if not active and busy >= reg.max_jobs:
+        st.warning(f"All {reg.max_jobs} job slot(s) of this server are busy. Start is refused until one is free.")
+
+
+def teacher_picker() -> None:
+    """Dataset, shipped teacher or upload (+ architecture), student."""
+    from ifhe.models import ARCHITECTURES
+    ss = st.session_state
+    st.selectbox("Dataset", ("cifar10", "cifar100"), key="dataset")
+    shipped = W.teacher_options(ss["dataset"])
+    options = shipped + ["upload"]
+    if ss.get("teacher") not in options:
+        ss["teacher"] = options[0]
+    st.selectbox("Teacher", options, key="teacher",
+                 format_func=lambda n: "Upload a .safetensors file…" if n == "upload" else W.teacher_label(n))
+    if not shipped:
+        st.caption(f"No shipped {ss['dataset']} teacher in pretrained/ yet: upload one, or train it with "
+                   f"`ifhe train-teacher`.")
+    if ss["teacher"] == "upload":
+        st.selectbox("Architecture of the upload", ("(from file)",) + ARCHITECTURES, key="upload_arch")
+        limit = W.upload_limit_mb()
+        up = st.file_uploader(f"Teacher weights (.safetensors only, at most {limit} MB)", type=["safetensors"],
+                              key="upload_file", max_upload_size=limit)
+        if up is None:
+            ss["teacher_path"] = ss["teacher_summary"] = ss["_upload_seen"] = None
+            ss.pop("upload_error", None)
+        else:
+            seen = (getattr(up, "file_id", None) or up.name, ss["upload_arch"], ss["dataset"])
+            if ss.get("_upload_seen") != seen:
+                ss["_upload_seen"] = seen
+                arch = None if ss["upload_arch"] == "(from file)" else ss["upload_arch"]
+                try:
+                    path, summary = W.validate_upload(up.name, up.getvalue(), arch, ss["dataset"],
+                                                      registry().base_dir / "uploads")
+                    ss["teacher_path"], ss["teacher_summary"] = str(path), summary
+                    ss.pop("upload_error", None)
+                except IfheError as e:
+                    ss["teacher_path"] = ss["teacher_summary"] = None
+                    ss["upload_error"] = str(e)
+            if ss.get("upload_error"):
+                st.error(ss["upload_error"])
+            elif ss.get("teacher_summary"):
+                st.success(f"Teacher accepted: {ss['teacher_summary']}")
+    st.selectbox("Student", ARCHITECTURES, key="student")
+
+
+def method_picker() -> None:
+    st.selectbox("Method preset", METHODS, key="method", format_func=lambda m: W.METHOD_LABELS[m],
+                 on_change=on_method_change,
+                 help="each preset sets the parametrization and the weights of its loss terms (CPU scale)")
+
+
+def weight_sliders() -> None:
+    ss = st.session_state
+    from ifhe.config import preset
+    adv_kind = preset(ss["method"], "cpu")[0].adv_kind
+    st.slider("α — heterogeneity L_H", 0.0, 3.0, step=0.05, key="alpha", on_change=on_weight_change)
+    st.latex(W.LATEX["alpha"])
+    st.caption(W.EXPLAIN["alpha"])
+    st.slider("β — BN statistics L_bns", 0.0, 20.0, step=0.1, key="beta", on_change=on_weight_change)
+    st.latex(W.LATEX["beta"])
+    st.caption(W.EXPLAIN["beta"])
+    st.slider("γ — adversarial L_adv", 0.0, 3.0, step=0.05, key="gamma", on_change=on_weight_change)
+    st.latex(W.adv_latex(adv_kind))
+    st.caption(W.EXPLAIN["gamma"] if adv_kind == "masked_kl" else
+               "images are pushed to where student and teacher disagree.")
+    st.latex(W.LATEX["inv"])
+    st.caption(f"Other terms of this preset (fixed): {W.extra_terms(ss['method'])}. Moving a slider while a run "
+               f"is going changes its next step.")
+
+
+def advanced_panel() -> None:
+    with st.expander("Advanced"):
+        c1, c2 = st.columns(2)
+        c1.number_input("Generator / pixel lr", min_value=1e-6, max_value=1.0, format="%.5f", key="lr_g")
+        c2.number_input("Latent z lr (0 = resampled)", min_value=0.0, max_value=1.0, format="%.5f", key="lr_z")
+        c1.number_input("Batch size", min_value=2, max_value=512, step=8, key="batch")
+        c2.number_input("Iterations per round", min_value=1, max_value=5000, key="iterations")
+        c1.number_input("τ (KD temperature)", min_value=0.5, max_value=100.0, key="tau")
+        c2.number_input("Seed", min_value=0, max_value=2 ** 31 - 1, key="seed")
+        c1.number_input("Rounds", min_value=1, max_value=100000, key="rounds")
+        c2.selectbox("Device", ("auto", "cpu", "cuda"), key="device")
+        st.checkbox("Distill between rounds (KD steps from the Distill page)", key="kd_between")
+        st.text_input("Run name (optional folder name under the runs folder)", key="run_name", max_chars=80)
+
+
+def state_badge(snap) -> str:
+    return snap.state
+
+
+def job_header(snap, show_note: bool = True) -> None:
+    if snap.state == "failed":
+        st.error(f"The run failed: {snap.message}")
+    elif snap.message and not snap.active:
+        st.success(f"{snap.run_name}: {snap.message}. Its files are in `{snap.out_dir}`.")
+    if snap.note and show_note:
+        st.info(snap.note)
+
+
+def live(render, job_id: str, active: bool, key: str) -> None:
+    """Draw `render(snapshot)` in a fragment that polls the job while it is active.
+
+    When the job ends, one full rerun redraws the page (buttons, downloads) and the polling stops.
+    """
+    def body():
+        job = registry().get(job_id)
+        if job is None:
+            st.warning("This job is no longer on the server.")
+            return
+        snap = job.snapshot()
+        render(snap)
+        if active and not snap.active:
+            st.rerun(scope="app")
+
+    st.fragment(run_every=REFRESH_S if active else None, key=key)(body)()
+
+
+def wait_for(predicate, timeout: float = 3.0) -> bool:
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False

@@ -1,0 +1,567 @@
+"""Background runs for the app: a process-wide registry of jobs, each a daemon thread iterating `Run` events.
+
+Streamlit reruns a page script on every click, so a run never lives in a script thread. A `Job` owns its
+thread, a lock, pause/step/stop controls and a *snapshot* (counters, loss and accuracy history, the latest
+image grid as PNG bytes). Pages read `job.snapshot()` in a fragment that polls a few times a second; nothing
+a page does can end a run except the Stop button.
+
+Rules kept here, not in the pages:
+- at most `max_jobs` jobs are active at once (`JobLimitError` beyond that, raised under the registry lock, so
+  concurrent sessions cannot overshoot); each job thread caps torch at `threads` so a core stays free;
+- job ids are unguessable (`secrets.token_urlsafe`) and never written to disk, and nothing lists them: a
+  session only sees a job whose id it holds (its own, or one pasted into the URL);
+- run folders are named independently of job ids, under one base directory (`IFHE_APP_RUNS`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+ACTIVE_STATES = ("starting", "running", "paused", "stopping")
+TERMINAL_STATES = ("finished", "stopped", "failed")
+LIVE_WEIGHTS = ("alpha", "beta", "gamma")
+MAX_HISTORY = 2000            # points per curve kept in a snapshot (older points are thinned, never dropped all)
+GRID_INTERVAL_S = 0.25        # at most this often the job thread composes a new image grid
+BANK_INTERVAL_S = 2.0         # ... and a new bank-by-class picture
+GRID_MAX_IMAGES = 32          # the grid shows an evenly spaced subset of larger batches
+
+
+class JobLimitError(Exception):
+    """Every job slot is busy: the user is told, nothing is started."""
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def default_base_dir() -> Path:
+    return Path(os.environ.get("IFHE_APP_RUNS") or repo_root() / "runs" / "app")
+
+
+def default_max_jobs() -> int:
+    env = os.environ.get("IFHE_APP_MAX_JOBS")
+    if env:
+        return max(1, int(env))
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def default_threads(max_jobs: int) -> int:
+    env = os.environ.get("IFHE_APP_THREADS")
+    if env:
+        return max(1, int(env))
+    # one core stays free for the web server; the rest is shared by the job slots
+    return max(1, ((os.cpu_count() or 2) - 1) // max(1, max_jobs))
+
+
+@dataclass
+class Snapshot:
+    """What a page needs to draw a job; a copy, safe to read without the job's lock."""
+
+    kind: str                                   # synth (synthesis first) | distill (rounds of synthesis + KD)
+    method: str
+    out_dir: str
+    run_name: str
+    state: str = "starting"
+    message: str = ""                           # error text, or why it stopped
+    note: str = ""                              # e.g. "no real test data: purely data-free"
+    rounds: int = 0
+    iterations: int = 0                         # synthesis iterations per round
+    kd_steps_per_round: int = 0
+    round: int = 0
+    iteration: int = 0
+    steps: int = 0                              # synthesis steps seen so far (all rounds)
+    kd_steps: int = 0
+    bank_size: int = 0
+    it_per_s: float = 0.0
+    images_per_s: float = 0.0
+    lr: float = 0.0
+    weights: dict = field(default_factory=dict)
+    synth_losses: list = field(default_factory=list)    # {"step", "round", <term>: value}
+    kd_losses: list = field(default_factory=list)       # {"kd_steps", "round", kd_student, kd_head}
+    accuracy: list = field(default_factory=list)        # {"kd_steps", "round", "elapsed_s", student_acc, head_acc}
+    class_counts: list = field(default_factory=list)
+    classes: tuple = ()
+    grid_png: bytes | None = None
+    grid_version: int = 0
+    grid_caption: str = ""
+    bank_png: bytes | None = None
+    student_acc: float | None = None
+    head_acc: float | None = None
+    student_file: str | None = None             # a downloadable student (final, or an on-demand export)
+    exports: int = 0                            # on-demand exports done
+    started_at: float = 0.0
+    first_grid_s: float | None = None           # seconds from submit to the first grid
+    elapsed_s: float = 0.0
+    events: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+
+def _thin(history: list) -> None:
+    """Keep a long curve bounded: drop every other old point once it is over MAX_HISTORY."""
+    if len(history) > MAX_HISTORY:
+        head = history[:MAX_HISTORY // 2][::2]
+        history[:] = head + history[MAX_HISTORY // 2:]
+
+
+def class_names(dataset: str, n: int, known: tuple | None = None) -> tuple[str, ...]:
+    if known and len(known) >= n:
+        return tuple(known)
+    if dataset == "cifar10" and n == 10:
+        from ifhe.data import CIFAR10_CLASSES
+        return CIFAR10_CLASSES
+    return tuple(str(i) for i in range(n))
+
+
+class Job:
+    def __init__(self, job_id: str, cfg, out_dir: Path, kind: str, threads: int, test_set_loader=None,
+                 teacher=None, on_exit=None):
+        self.id = job_id
+        self.cfg = cfg
+        self.out = Path(out_dir)
+        self.kind = kind
+        self.threads = threads
+        self._test_set_loader = test_set_loader
+        self._teacher = teacher
+        self._on_exit = on_exit
+        self.run = None
+        self._cond = threading.Condition()
+        self._paused = False
+        self._stepping = False
+        self._step_budget = 0
+        self._stop_requested = False
+        self._export_requested = False
+        self._pending_weights: dict[str, float] = {}
+        self._last_grid = 0.0
+        self._last_bank = 0.0
+        self._submitted = time.perf_counter()
+        self._snap = Snapshot(kind=kind, method=cfg.method, out_dir=str(self.out), run_name=self.out.name,
+                              rounds=cfg.rounds, iterations=cfg.synth.iterations,
+                              kd_steps_per_round=cfg.distill.steps_per_round,
+                              weights={k: getattr(cfg.synth, k) for k in LIVE_WEIGHTS}, started_at=time.time())
+        self.thread = threading.Thread(target=self._main, name=f"ifhe-job-{self.out.name}", daemon=True)
+
+    # ---- control (any thread) ------------------------------------------------------------------------------
+    def start(self) -> "Job":
+        self.thread.start()
+        return self
+
+    def snapshot(self) -> Snapshot:
+        with self._cond:
+            s = self._snap
+            out = replace(s, weights=dict(s.weights), synth_losses=list(s.synth_losses),
+                          kd_losses=list(s.kd_losses), accuracy=list(s.accuracy), class_counts=list(s.class_counts))
+            if s.active:
+                out.elapsed_s = time.time() - s.started_at
+                if self._paused and not self._stepping and s.state == "running":
+                    out.state = "paused"
+            return out
+
+    @property
+    def active(self) -> bool:
+        return self.thread.is_alive() or self._snap.state in ACTIVE_STATES
+
+    def pause(self) -> None:
+        with self._cond:
+            if self._snap.state in ACTIVE_STATES:
+                self._paused = True
+            self._cond.notify_all()
+
+    def resume(self) -> None:
+        with self._cond:
+            self._paused = False
+            self._step_budget = 0
+            self._cond.notify_all()
+
+    def step(self, n: int = 1) -> None:
+        """While paused: let exactly n more optimizer steps (synthesis or KD) happen, then pause again."""
+        with self._cond:
+            self._paused = True
+            self._step_budget += n
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        """Ask the run to end at the next step; it still writes its checkpoint and exports the student."""
+        with self._cond:
+            self._stop_requested = True
+            if self._snap.state in ("starting", "running", "paused"):
+                self._snap.state = "stopping"
+            run = self.run
+            self._cond.notify_all()
+        if run is not None:
+            run.request_stop()
+
+    def request_export(self) -> None:
+        """Write the current student to student_snapshot.safetensors (done by the job thread, between steps)."""
+        with self._cond:
+            self._export_requested = True
+            self._cond.notify_all()
+
+    def set_weights(self, **weights: float) -> None:
+        """Live α/β/γ: validated here, applied by the engine before the next synthesis step."""
+        from ifhe.errors import IfheError
+        unknown = set(weights) - set(LIVE_WEIGHTS)
+        if unknown:
+            raise IfheError(f"not a live weight: {sorted(unknown)}")
+        for k, v in weights.items():
+            if not isinstance(v, (int, float)) or v != v or v < 0:
+                raise IfheError(f"{k} must be a number >= 0, got {v!r}")
+        weights = {k: float(v) for k, v in weights.items()}
+        with self._cond:
+            self._snap.weights.update(weights)
+            run = self.run
+            if run is None:
+                self._pending_weights.update(weights)
+        if run is not None:
+            run.set_weights(**weights)
+
+    def config_yaml(self) -> str:
+        from ifhe.config import dump_yaml
+        run = self.run
+        cfg = replace(self.cfg, synth=run.synth.cfg) if run is not None else self.cfg
+        return dump_yaml(cfg)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+    # ---- the job thread ------------------------------------------------------------------------------------
+    def _update(self, **fields: Any) -> None:
+        with self._cond:
+            for k, v in fields.items():
+                setattr(self._snap, k, v)
+
+    def _main(self) -> None:
+        import torch
+        from ifhe.errors import IfheError
+        try:
+            torch.set_num_threads(self.threads)
+            from ifhe.experiment import Run
+            self._mark("thread started")
+            test_set, note = self._test_set_loader(self.cfg) if self._test_set_loader else (None, "")
+            self._mark("test set")
+            run = Run(self.cfg, self.out, teacher=self._teacher, test_set=test_set)
+            self._mark("run built")
+            self._update(note=note)
+            with self._cond:
+                self.run = run
+                pending, self._pending_weights = self._pending_weights, {}
+                if self._snap.state == "starting":
+                    self._snap.state = "running"
+                stop = self._stop_requested
+            if pending:
+                run.set_weights(**pending)
+            if stop:
+                run.request_stop()
+            nc = run.teacher.num_classes
+            self._update(classes=class_names(run.dataset, nc, run.bank.classes), class_counts=[0] * nc)
+            for ev in self._events(run):
+                self._handle(run, ev)
+        except IfheError as e:
+            self._update(state="failed", message=str(e))
+        except Exception as e:  # a bug: keep the server alive, show the message, log the traceback
+            traceback.print_exc()
+            self._update(state="failed", message=f"{type(e).__name__}: {e}")
+        finally:
+            with self._cond:
+                if self._snap.state in ACTIVE_STATES:
+                    self._snap.state = "stopped" if self._stop_requested else "failed"
+                self._snap.elapsed_s = time.time() - self._snap.started_at
+                self.run = None  # free the models and the in-memory bank; the run folder keeps everything
+            self._write_status()
+            if self._on_exit:
+                self._on_exit(self)
+
+    def _mark(self, what: str) -> None:
+        if os.environ.get("IFHE_APP_DEBUG"):
+            print(f"[job {self.out.name}] {what} at {time.perf_counter() - self._submitted:.3f}s", flush=True)
+
+    def _events(self, run):
+        events = run.events()
+        try:
+            while True:
+                self._gate(run)
+                try:
+                    ev = next(events)
+                except StopIteration:
+                    return
+                yield ev
+        finally:
+            events.close()
+
+    def _gate(self, run) -> None:
+        """Block while paused (unless stepping or stopping); serve export requests in between."""
+        with self._cond:
+            while True:
+                if self._export_requested:
+                    self._export_requested = False
+                    self._cond.release()
+                    try:
+                        self._export(run)
+                    finally:
+                        self._cond.acquire()
+                    continue
+                if not self._paused or self._stop_requested or self._stepping:
+                    return
+                if self._step_budget > 0:
+                    self._step_budget -= 1
+                    self._stepping = True
+                    return
+                self._cond.wait(timeout=1.0)
+
+    def _export(self, run) -> None:
+        from ifhe.zoo import save_model
+        path = self.out / "student_snapshot.safetensors"
+        save_model(path, run.student, run.dataset, {"method": self.cfg.method, "kd_steps": run.progress.kd_steps,
+                                                    "snapshot": True})
+        with self._cond:
+            self._snap.student_file = str(path)
+            self._snap.exports += 1
+
+    def _handle(self, run, ev) -> None:
+        kind = ev.kind
+        now = time.perf_counter()
+        with self._cond:
+            s = self._snap
+            s.events += 1
+            if kind in ("synth", "kd"):
+                self._stepping = False
+        if kind == "started":
+            self._update(bank_size=ev.bank_size, kd_steps=ev.kd_steps, round=ev.round)
+        elif kind == "synth":
+            grid = None
+            if ev.images is not None and (now - self._last_grid >= GRID_INTERVAL_S or self._snap.grid_png is None):
+                grid = self._grid(run, ev.images, ev.labels)
+                self._last_grid = time.perf_counter()
+            with self._cond:
+                s.steps += 1
+                s.round, s.iteration, s.it_per_s = ev.round, ev.iteration, ev.it_per_s
+                if ev.losses:
+                    s.synth_losses.append({"step": s.steps, "round": ev.round, **ev.losses})
+                    _thin(s.synth_losses)
+                if grid is not None:
+                    s.grid_png = grid
+                    s.grid_version += 1
+                    s.grid_caption = f"round {ev.round}, iteration {ev.iteration}"
+                    if s.first_grid_s is None:
+                        s.first_grid_s = time.perf_counter() - self._submitted
+                        self._mark("first grid")
+        elif kind == "batch":
+            counts = run.bank.class_counts(run.teacher.num_classes)
+            bank = None
+            if now - self._last_bank >= BANK_INTERVAL_S or self._snap.bank_png is None:
+                bank = self._bank_picture(run)
+                self._last_bank = time.perf_counter()
+            with self._cond:
+                s.bank_size, s.class_counts = ev.bank_size, counts
+                if bank is not None:
+                    s.bank_png = bank
+        elif kind == "kd":
+            with self._cond:
+                s.kd_steps, s.round, s.images_per_s, s.lr = ev.step, ev.round, ev.images_per_s, ev.lr
+                s.kd_losses.append({"kd_steps": ev.step, "round": ev.round, **ev.losses})
+                _thin(s.kd_losses)
+        elif kind == "eval":
+            with self._cond:
+                s.student_acc, s.head_acc = ev.student_acc, ev.head_acc
+                s.accuracy.append({"kd_steps": ev.kd_steps, "round": ev.round, "elapsed_s": round(ev.elapsed_s, 2),
+                                   "student_acc": ev.student_acc, "head_acc": ev.head_acc})
+        elif kind == "finished":
+            bank = self._bank_picture(run) if len(run.bank) else None
+            with self._cond:
+                s.state = "stopped" if ev.reason == "stopped" else "finished"
+                s.message = {"rounds": f"finished all {ev.round} rounds", "budget": "time budget used up",
+                             "stopped": f"stopped after {ev.round} complete rounds"}.get(ev.reason, ev.reason)
+                s.student_acc, s.head_acc, s.bank_size = ev.student_acc, ev.head_acc, ev.bank_size
+                s.round = ev.round
+                s.student_file = str(self.out / "student.safetensors")
+                if bank is not None:
+                    s.bank_png = bank
+                    s.class_counts = run.bank.class_counts(run.teacher.num_classes)
+
+    def _grid(self, run, images, labels) -> bytes:
+        import torch
+        from ifhe.data import to_unit
+        from .widgets import compose_grid, spread_indices
+        idx = spread_indices(len(images), GRID_MAX_IMAGES)
+        images, labels = images[idx], labels[idx]
+        t = run.teacher
+        with torch.inference_mode():
+            x = t.normalizer(to_unit(images.to(run.device))).contiguous(memory_format=torch.channels_last)
+            probs = torch.softmax(t(x).float(), dim=1).cpu()
+        conf = probs[torch.arange(len(labels)), labels.long()]
+        pred = probs.argmax(1)
+        return compose_grid(images, labels, conf, pred, self._snap.classes)
+
+    def _bank_picture(self, run) -> bytes:
+        from .widgets import compose_bank_by_class
+        return compose_bank_by_class(run.bank.images, run.bank.labels, self._snap.classes)
+
+    def _write_status(self) -> None:
+        """A small summary next to the run's files (no job id: run folders may be listed by others)."""
+        s = self._snap
+        try:
+            status = {"state": s.state, "message": s.message, "kind": s.kind, "method": s.method,
+                      "student_acc": s.student_acc, "head_acc": s.head_acc, "bank_size": s.bank_size,
+                      "kd_steps": s.kd_steps, "rounds_done": s.round, "elapsed_s": round(s.elapsed_s, 2),
+                      "started_at": s.started_at}
+            if self.out.is_dir():
+                (self.out / "status.json").write_text(json.dumps(status, indent=1))
+        except OSError:
+            pass
+
+
+class JobRegistry:
+    """All jobs of this server process. Thread-safe; one instance per process (see `registry()`)."""
+
+    def __init__(self, base_dir: str | os.PathLike | None = None, max_jobs: int | None = None,
+                 threads: int | None = None, keep: int = 64):
+        self.base_dir = Path(base_dir or default_base_dir())
+        self.max_jobs = max_jobs or default_max_jobs()
+        self.threads = threads or default_threads(self.max_jobs)
+        self.keep = keep
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._test_sets: dict[tuple, Any] = {}
+        self._test_lock = threading.Lock()
+
+    def active_jobs(self) -> list[Job]:
+        with self._lock:
+            return [j for j in self._jobs.values() if j.active]
+
+    def active_count(self) -> int:
+        return len(self.active_jobs())
+
+    def free_slots(self) -> int:
+        return max(0, self.max_jobs - self.active_count())
+
+    def get(self, job_id: str | None) -> Job | None:
+        if not job_id or not isinstance(job_id, str) or len(job_id) > 64:
+            return None
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def submit(self, cfg, kind: str = "synth", run_name: str | None = None, evaluate: bool = True,
+               teacher=None) -> Job:
+        """Start a run in a background thread; raises JobLimitError when every slot is busy."""
+        from .widgets import new_run_name, safe_path
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            active = sum(1 for j in self._jobs.values() if j.active)
+            if active >= self.max_jobs:
+                raise JobLimitError(
+                    f"all {self.max_jobs} job slot{'s' if self.max_jobs != 1 else ''} of this server are busy; "
+                    f"wait for a run to finish (or stop yours) and press Start again")
+            name = run_name or new_run_name(cfg.method)
+            out = safe_path(self.base_dir, name)
+            if out.exists() and any(out.iterdir()):
+                from ifhe.errors import IfheError
+                raise IfheError(f"run folder {name!r} already exists under {self.base_dir}; pick another name")
+            job_id = secrets.token_urlsafe(16)
+            evaluate = evaluate and cfg.distill.steps_per_round > 0  # nothing to evaluate without KD
+            job = Job(job_id, cfg, out, kind, self.threads, self._load_test_set if evaluate else None,
+                      teacher=teacher)
+            self._jobs[job_id] = job
+            self._evict()
+            job.start()  # inside the lock: the slot count already includes it
+        return job
+
+    def _evict(self) -> None:
+        done = [k for k, j in self._jobs.items() if not j.active]
+        for k in done[:max(0, len(self._jobs) - self.keep)]:
+            del self._jobs[k]
+
+    def _load_test_set(self, cfg):
+        """Real test images for evaluation, loaded once per (dataset, source, size) and shared read-only."""
+        from ifhe.experiment import load_test_set
+        dataset = _teacher_dataset(cfg)
+        key = (dataset, cfg.data, os.environ.get("IFHE_DATA"), cfg.eval_images)
+        with self._test_lock:
+            if key not in self._test_sets:
+                from .widgets import data_status
+                ok, msg = data_status(dataset) if not cfg.data else (True, "")
+                # checking first avoids importing torchvision just to learn that nothing is there
+                self._test_sets[key] = load_test_set(dataset, cfg.data, cfg.eval_images) if ok else (None, msg)
+            return self._test_sets[key]
+
+    def stop_all(self, wait: float | None = 30.0) -> None:
+        jobs = list(self._jobs.values())
+        for j in jobs:
+            j.resume()
+            j.stop()
+        for j in jobs:
+            j.wait(wait)
+
+    def clear(self) -> None:
+        self.stop_all()
+        with self._lock:
+            self._jobs.clear()
+
+
+def _teacher_dataset(cfg) -> str:
+    if cfg.teacher.endswith(".safetensors"):
+        from ifhe.checkpoint import read_meta
+        return read_meta(cfg.teacher).get("dataset") or "cifar10"
+    from ifhe.zoo import read_manifest
+    return read_manifest().get(cfg.teacher, {}).get("dataset", "cifar10")
+
+
+def registry() -> JobRegistry:
+    """The one registry of this process (Streamlit's cache_resource keeps it across reruns and sessions)."""
+    return _cached_registry()
+
+
+def warm_up() -> None:
+    """Import and exercise what the first run needs: torch imports its compiler stack on the first optimizer
+    step (about a second) and first calls allocate; done here, in the background, the first Start is as
+    quick as the next ones."""
+    t0 = time.perf_counter()
+    try:
+        import torch
+        from ifhe.config import preset
+        from ifhe.heads import head_for
+        from ifhe.models import create_model
+        from ifhe.synth import InversionSynthesizer
+        from ifhe.zoo import attach_dataset, freeze
+        import ifhe.experiment  # noqa: F401
+        import plotly.graph_objects  # noqa: F401  (the pages' charts; slow to import the first time)
+        torch.set_num_threads(1)
+        teacher = attach_dataset(freeze(create_model("wrn16_1", 10)), "cifar10")
+        student = create_model("wrn16_1", 10).to(memory_format=torch.channels_last)
+        s, _ = preset("ifhe", "cpu")
+        s = replace(s, batch_size=2, iterations=1)
+        synth = InversionSynthesizer(s, teacher, student, head_for(teacher, s.h_stages, s.h_hidden),
+                                     teacher.normalizer, 10, torch.device("cpu"))
+        synth.start_round(0)
+        synth.step()
+        synth.images()
+        from .widgets import compose_grid
+        x, y = synth.images()
+        compose_grid(x, y, torch.ones(2), y, ())
+    except Exception:  # warming up is an optimization; never let it disturb the server
+        traceback.print_exc()
+    if os.environ.get("IFHE_APP_DEBUG"):
+        print(f"[warm-up] done in {time.perf_counter() - t0:.2f}s", flush=True)
+
+
+def _make_registry() -> JobRegistry:
+    reg = JobRegistry()
+    threading.Thread(target=warm_up, name="ifhe-warm-up", daemon=True).start()
+    return reg
+
+
+try:
+    import streamlit as _st
+    _cached_registry = _st.cache_resource(show_spinner=False)(_make_registry)
+except Exception:  # pragma: no cover - streamlit is a dependency; keep the module importable without it
+    import functools
+    _cached_registry = functools.lru_cache(maxsize=1)(_make_registry)

@@ -1,0 +1,51 @@
+"""Synthesize: pick teacher, student and method; set α, β, γ; watch the images evolve."""
+import streamlit as st
+
+from app import common
+from app import widgets as W
+
+st.title("Synthesize")
+st.caption("Model inversion: images are optimized until the frozen teacher recognises their target class, "
+           "its BatchNorm statistics look like real data and (IFHE) its intermediate features separate the classes.")
+
+left, right = st.columns([1, 2], gap="large")
+with left:
+    common.teacher_picker()
+    common.method_picker()
+    common.weight_sliders()
+    common.advanced_panel()
+
+with right:
+    common.controls("synth")
+    job = common.current_job()
+    if job is None:
+        st.info("Press **Start** to synthesize with these settings. The grid shows the current batch, each image "
+                "captioned with its target class and the teacher's confidence in it (red: the teacher sees "
+                "another class).")
+        st.plotly_chart(W.loss_figure([], "step", "loss terms over synthesis steps"), key="synth_losses",
+                        config={"displayModeBar": False})
+    else:
+        snap = job.snapshot()
+        common.job_header(snap, show_note=False)
+
+        def render(s):
+            c = st.columns(5)
+            c[0].metric("State", common.state_badge(s))
+            c[1].metric("Round", f"{s.round + (0 if s.active else 0)} / {s.rounds}")
+            c[2].metric("Iteration", f"{s.iteration} / {s.iterations}")
+            c[3].metric("Iterations / s", f"{s.it_per_s:.1f}")
+            c[4].metric("Bank", f"{s.bank_size} images")
+            grid = st.container(key="grid")
+            if s.grid_png is not None:
+                cap = (f"{s.grid_caption} · α={s.weights.get('alpha', 0):g} β={s.weights.get('beta', 0):g} "
+                       f"γ={s.weights.get('gamma', 0):g}")
+                grid.markdown(W.img_html(s.grid_png, cap, f"synthesized images {s.run_name} {s.grid_version}"),
+                             unsafe_allow_html=True)
+            elif s.active:
+                grid.info("Starting: loading the teacher and building the synthesizer…")
+            st.plotly_chart(W.loss_figure(s.synth_losses, "step", "loss terms over synthesis steps"),
+                            key="synth_losses", config={"displayModeBar": False})
+            st.caption(f"{s.steps} synthesis steps · {s.kd_steps} KD steps · tick {s.events}",
+                       help="tick counts the run's events; it moves on every refresh while the run is going")
+
+        common.live(render, job.id, snap.active, key="synth_live")
