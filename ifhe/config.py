@@ -106,6 +106,7 @@ class RunConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
     rounds: int = 200                 # upper bound on synthesis+KD rounds
     budget_minutes: float | None = None
+    clock: str = "wall"               # wall | cpu: what budgets and curves measure (cpu: immune to other load)
     eval_every: int = 250             # KD steps between evaluations on real data; 0 = only at the end
     checkpoint_seconds: float = 20.0  # at most one checkpoint per this many seconds (always at the end)
     eval_images: int | None = None    # a fixed random subset of the real test set, for speed; None = all
@@ -120,6 +121,7 @@ class RunConfig:
     def validate(self) -> "RunConfig":
         _choice("method", self.method, METHODS)
         _choice("scale", self.scale, SCALES)
+        _choice("clock", self.clock, ("wall", "cpu"))
         _positive_int("rounds", self.rounds)
         _positive_int("log_every", self.log_every)
         _non_negative("eval_every", self.eval_every)

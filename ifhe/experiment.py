@@ -100,22 +100,32 @@ class Finished(Event):
     kind: str = "finished"
 
 
-class _Clock:
-    """Run time that excludes what is not training: the consumer's pauses between events and evaluations."""
+def cpu_seconds() -> float:
+    """This process's CPU time divided by its torch threads: wall-clock seconds on an otherwise idle machine,
+    but unaffected by other processes competing for the cores."""
+    return time.process_time() / max(1, torch.get_num_threads())
 
-    def __init__(self, elapsed: float = 0.0):
-        self.start = time.perf_counter() - elapsed
+
+class _Clock:
+    """Run time that excludes what is not training: the consumer's pauses between events and evaluations.
+
+    `kind="wall"` counts wall-clock time; `kind="cpu"` counts `cpu_seconds()`, so that budgets stay equal for
+    runs that share a machine with other work (the sweeps of `ifhe reproduce` use it)."""
+
+    def __init__(self, elapsed: float = 0.0, kind: str = "wall"):
+        self.now = cpu_seconds if kind == "cpu" else time.perf_counter
+        self.start = self.now() - elapsed
 
     def elapsed(self) -> float:
-        return time.perf_counter() - self.start
+        return self.now() - self.start
 
     @contextmanager
     def excluded(self):
-        t = time.perf_counter()
+        t = self.now()
         try:
             yield
         finally:
-            self.start += time.perf_counter() - t
+            self.start += self.now() - t
 
 
 @dataclass
@@ -298,7 +308,7 @@ class Run:
 
     def events(self) -> Iterator[Event]:
         cfg, p = self.cfg, self.progress
-        self.clock = clock = _Clock(p.elapsed_s)
+        self.clock = clock = _Clock(p.elapsed_s, cfg.clock)
         yield from self._emit(Started(p.round, self.resumed, len(self.bank), p.kd_steps, self.note))
         last_ckpt = time.perf_counter()
         reason = "rounds"
