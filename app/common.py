@@ -3,6 +3,7 @@ the live views. The pages themselves only lay these out."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import streamlit as st
 
@@ -31,6 +32,9 @@ def init_session() -> None:
     for k, v in W.form_defaults(ss["method"]).items():
         if k not in ss:
             ss[k] = v
+    if ss.get("teacher") is None:
+        shipped = W.teacher_options(ss["dataset"])
+        ss["teacher"] = shipped[0] if shipped else "upload"
     for k in FORM_KEYS:
         ss[k] = ss[k]
     # reattach: the URL is the source of truth after a reload, the session after a page switch
@@ -53,6 +57,10 @@ def _form_from_job(job) -> None:
     """Show a reattached job's settings in the form (so the sliders move *its* weights)."""
     ss, cfg = st.session_state, job.cfg
     ss["method"] = cfg.method
+    if cfg.teacher.endswith(".safetensors"):
+        ss.update(teacher="upload", teacher_path=cfg.teacher, teacher_summary=Path(cfg.teacher).name)
+    else:
+        ss["teacher"] = cfg.teacher
     s, d = cfg.synth, cfg.distill
     snap = job.snapshot()
     ss.update(alpha=snap.weights.get("alpha", s.alpha), beta=snap.weights.get("beta", s.beta),
@@ -176,7 +184,7 @@ def controls(kind: str, start_label: str = "Start") -> None:
     active = bool(snap and snap.active)
     paused = bool(snap and snap.state == "paused")
     reg = registry()
-    c = st.columns(5)
+    c = st.columns([1.6, 1, 1, 1, 1])
     c[0].button(start_label, key=f"start_{kind}", type="primary", on_click=start, args=(kind,), disabled=active,
                 help="start a new run with these settings in the background", width="stretch")
     if paused:
@@ -277,8 +285,19 @@ def advanced_panel() -> None:
         st.text_input("Run name (optional folder name under the runs folder)", key="run_name", max_chars=80)
 
 
+_BADGE = {"starting": ("orange", ":material/hourglass_top:"), "running": ("green", ":material/play_arrow:"),
+          "paused": ("blue", ":material/pause:"), "stopping": ("orange", ":material/stop:"),
+          "finished": ("green", ":material/check:"), "stopped": ("gray", ":material/stop:"),
+          "failed": ("red", ":material/error:")}
+
+
 def state_badge(snap) -> str:
     return snap.state
+
+
+def badge(snap) -> None:
+    color, icon = _BADGE.get(snap.state, ("gray", None))
+    st.badge(f"{snap.state} · {snap.run_name}", color=color, icon=icon)
 
 
 def job_header(snap, show_note: bool = True) -> None:

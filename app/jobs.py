@@ -555,7 +555,8 @@ def warm_up() -> None:
 
 def _make_registry() -> JobRegistry:
     reg = JobRegistry()
-    threading.Thread(target=warm_up, name="ifhe-warm-up", daemon=True).start()
+    if os.environ.get("IFHE_APP_WARMUP", "1") != "0":
+        threading.Thread(target=warm_up, name="ifhe-warm-up", daemon=True).start()
     return reg
 
 

@@ -37,7 +37,7 @@ with st.sidebar:
     job = common.current_job()
     if job is not None:
         snap = job.snapshot()
-        st.markdown(f"Your run: `{snap.run_name}`  \n{common.state_badge(snap)} · {snap.method}")
+        st.markdown(f"Your run: `{snap.run_name}` ({snap.method})")
         st.caption("The link in the address bar reattaches to this run after a reload.")
     st.caption(f"Server: {reg.active_count()} of {reg.max_jobs} job slot(s) busy, {reg.threads} CPU thread(s) "
                f"per job. Runs are saved under `{reg.base_dir}`.")

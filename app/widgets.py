@@ -272,18 +272,27 @@ def build_config(v: dict, kind: str):
 
 # ---- figures -----------------------------------------------------------------------------------------------
 
-def loss_figure(history: list[dict], x: str = "step", title: str = "", height: int = 300):
-    """One line per loss term over steps."""
+def loss_figure(history: list[dict], x: str = "step", title: str = "", height: int = 200):
+    """Small multiples: one panel per loss term over steps (terms differ by orders of magnitude)."""
     import plotly.graph_objects as go
-    fig = go.Figure()
-    if history:
-        terms = [k for k in history[-1] if k not in ("step", "round", "kd_steps")]
-        xs = [h[x] for h in history]
-        for t in terms:
-            fig.add_trace(go.Scattergl(x=xs, y=[h.get(t) for h in history], mode="lines", name=t))
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30 if title else 10, b=10), title=title or None,
-                      xaxis_title=x.replace("_", " "), yaxis_title="loss", legend=dict(orientation="h", y=-0.25),
-                      uirevision="keep")
+    from plotly.subplots import make_subplots
+    terms = [k for k in history[-1] if k not in ("step", "round", "kd_steps")] if history else []
+    if not terms:
+        fig = go.Figure()
+        fig.update_layout(height=height, margin=dict(l=10, r=10, t=30 if title else 10, b=10), title=title or None,
+                          xaxis_title=x.replace("_", " "), yaxis_title="loss")
+        return fig
+    cols = min(4, len(terms))
+    rows = (len(terms) + cols - 1) // cols
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=terms, shared_xaxes=True,
+                        horizontal_spacing=0.07, vertical_spacing=0.18)
+    xs = [h[x] for h in history]
+    for i, t in enumerate(terms):
+        fig.add_trace(go.Scattergl(x=xs, y=[h.get(t) for h in history], mode="lines", name=t, showlegend=False,
+                                   line=dict(width=1.5)), row=i // cols + 1, col=i % cols + 1)
+    fig.update_layout(height=height * rows + (30 if title else 0), title=title or None, title_font_size=14,
+                      margin=dict(l=10, r=10, t=50 if title else 25, b=10), uirevision="keep")
+    fig.update_annotations(font_size=12)
     return fig
 
 

@@ -36,12 +36,12 @@ with left:
                "features, which is what makes L_H meaningful during synthesis.")
 
 with right:
-    common.controls("distill", "Start synthesis + KD")
+    common.controls("distill", "Start KD run")
     if not has_data:
         st.info(data_msg)
     job = common.current_job()
     if job is None:
-        st.info("Press **Start synthesis + KD** to run rounds of synthesis and distillation in the background.")
+        st.info("Press **Start KD run** to run rounds of synthesis and distillation in the background.")
     else:
         snap = job.snapshot()
         common.job_header(snap)
@@ -50,13 +50,13 @@ with right:
                        "but trains no student. Start a run here to distill.")
 
         def render(s):
-            c = st.columns(6)
-            c[0].metric("State", common.state_badge(s))
-            c[1].metric("Round", f"{s.round} / {s.rounds}")
-            c[2].metric("KD steps", s.kd_steps)
-            c[3].metric("Bank", s.bank_size)
-            c[4].metric("Student acc", "–" if s.student_acc is None else f"{s.student_acc:.2f}%")
-            c[5].metric("h acc", "–" if s.head_acc is None else f"{s.head_acc:.2f}%")
+            common.badge(s)
+            c = st.columns(5)
+            c[0].metric(f"Round (of {s.rounds})", s.round)
+            c[1].metric("KD steps", s.kd_steps)
+            c[2].metric("Bank (images)", s.bank_size)
+            c[3].metric("Student acc", "–" if s.student_acc is None else f"{s.student_acc:.1f}%")
+            c[4].metric("h acc", "–" if s.head_acc is None else f"{s.head_acc:.1f}%")
             a, b = st.columns(2)
             with a:
                 st.markdown("**Accuracy on the real test set**")

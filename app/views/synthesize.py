@@ -29,12 +29,12 @@ with right:
         common.job_header(snap, show_note=False)
 
         def render(s):
-            c = st.columns(5)
-            c[0].metric("State", common.state_badge(s))
-            c[1].metric("Round", f"{s.round + (0 if s.active else 0)} / {s.rounds}")
-            c[2].metric("Iteration", f"{s.iteration} / {s.iterations}")
-            c[3].metric("Iterations / s", f"{s.it_per_s:.1f}")
-            c[4].metric("Bank", f"{s.bank_size} images")
+            common.badge(s)
+            c = st.columns(4)
+            c[0].metric(f"Round (of {s.rounds})", s.round)
+            c[1].metric(f"Iteration (of {s.iterations})", s.iteration)
+            c[2].metric("Iterations / s", f"{s.it_per_s:.1f}")
+            c[3].metric("Bank (images)", s.bank_size)
             grid = st.container(key="grid")
             if s.grid_png is not None:
                 cap = (f"{s.grid_caption} · α={s.weights.get('alpha', 0):g} β={s.weights.get('beta', 0):g} "

@@ -1,0 +1,467 @@
+"""The Streamlit app through streamlit.testing (AppTest): every page, start/pause/step/stop, live weights,
+reattaching by the job id in the URL, the job limit, uploads, safe paths. A tiny random teacher published into a
+temporary zoo keeps every run to a few hundred milliseconds."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+import ifhe.zoo as zoo  # noqa: E402
+from app import jobs, widgets  # noqa: E402
+from ifhe.errors import IfheError  # noqa: E402
+
+APP = str(ROOT / "app" / "streamlit_app.py")
+TEACHER = "tiny_wrn16_1"
+
+
+def wait_until(pred, timeout=20.0, what="condition"):
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        if pred():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def tiny_zoo(tmp_path_factory):
+    from ifhe.models import create_model
+    root = tmp_path_factory.mktemp("pretrained")
+    torch.manual_seed(0)
+    zoo.publish(create_model("wrn16_1", 10), TEACHER, "cifar10", 10.0, 0, "random init (tests)", root=root)
+    return root
+
+
+@pytest.fixture
+def env(tiny_zoo, tmp_path, monkeypatch):
+    """A fresh job registry over a temporary runs folder, the tiny teacher as the only shipped one, no data."""
+    monkeypatch.setattr(zoo, "PRETRAINED_DIR", tiny_zoo)
+    monkeypatch.setenv("IFHE_APP_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("IFHE_APP_MAX_JOBS", "1")
+    monkeypatch.setenv("IFHE_APP_THREADS", "1")
+    monkeypatch.setenv("IFHE_APP_WARMUP", "0")
+    monkeypatch.delenv("IFHE_DATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no torchvision cache: purely data-free
+    jobs._cached_registry.clear()
+    yield tmp_path / "runs"
+    jobs.registry().stop_all(wait=30)
+    jobs._cached_registry.clear()
+
+
+def new_app(**query) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params.update(query)
+    return at.run()
+
+
+def small(at: AppTest, batch=8, iterations=3, rounds=100) -> AppTest:
+    at.number_input(key="batch").set_value(batch)
+    at.number_input(key="iterations").set_value(iterations)
+    at.number_input(key="rounds").set_value(rounds)
+    return at.run()
+
+
+def job_of(at: AppTest):
+    jid = at.query_params.get("job")
+    jid = jid[0] if isinstance(jid, list) else jid
+    return jobs.registry().get(jid)
+
+
+def no_exceptions(at: AppTest):
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def texts(at: AppTest) -> str:
+    parts = [e.value for kind in ("markdown", "caption", "info", "warning", "error", "success")
+             for e in getattr(at, kind)]
+    return "\n".join(str(p) for p in parts)
+
+
+# ---- Synthesize ----------------------------------------------------------------------------------------------
+
+def test_synthesize_page_widgets_and_presets(env):
+    at = new_app()
+    no_exceptions(at)
+    assert at.title[0].value == "Synthesize"
+    assert [b.label for b in at.button][:5] == ["Start", "Pause", "Step", "Stop", "Reset"]
+    assert at.button(key="start_synth").disabled is False
+    assert at.button(key="stop").disabled and at.button(key="step").disabled
+    assert at.selectbox(key="teacher").value == TEACHER
+    assert at.selectbox(key="method").value == "ifhe"
+    assert (at.slider(key="alpha").value, at.slider(key="beta").value, at.slider(key="gamma").value) == (0.5, 1.0, 0.5)
+    assert len(at.latex) >= 4  # L_H, L_bns, L_adv, L_inv
+    # a preset sets its own weights
+    at.selectbox(key="method").set_value("deepinversion").run()
+    assert (at.slider(key="alpha").value, at.slider(key="beta").value, at.slider(key="gamma").value) == (0.0, 10.0, 0.0)
+    assert at.number_input(key="iterations").value == 200
+    assert "total variation" in texts(at)
+
+
+def test_start_pause_step_live_weights_stop(env):
+    at = small(new_app())
+    at.button(key="start_synth").click().run()
+    no_exceptions(at)
+    job = job_of(at)
+    assert job is not None and at.session_state["job_id"] == job.id
+    wait_until(lambda: job.snapshot().grid_png is not None, what="first image grid")
+    at.run()
+    assert at.button(key="start_synth").disabled  # one run per session at a time
+    assert any("synthesized images" in m.value for m in at.markdown)  # the grid (one composite image)
+    assert at.get("plotly_chart")  # the loss chart
+    # α moved while running reaches the synthesizer at its next step
+    at.slider(key="alpha").set_value(1.25).run()
+    assert job.snapshot().weights["alpha"] == 1.25
+    wait_until(lambda: job.run is None or job.run.synth.cfg.alpha == 1.25, what="live alpha applied")
+    # pause, then exactly one step
+    at.button(key="pause").click().run()
+    wait_until(lambda: job.snapshot().state == "paused", what="pause")
+    time.sleep(0.3)
+    steps = job.snapshot().steps
+    time.sleep(0.3)
+    assert job.snapshot().steps == steps
+    at.run()
+    assert at.button(key="resume") and not at.button(key="step").disabled
+    at.button(key="step").click().run()
+    wait_until(lambda: job.snapshot().steps == steps + 1, what="one step")
+    time.sleep(0.3)
+    assert job.snapshot().steps == steps + 1 and job.snapshot().state == "paused"
+    # stop: the run ends cleanly, keeps its checkpoint and student
+    at.button(key="stop").click().run()
+    assert job.wait(30)
+    snap = job.snapshot()
+    assert snap.state == "stopped", snap.message
+    out = Path(snap.out_dir)
+    assert (out / "student.safetensors").is_file() and (out / "config.yaml").is_file()
+    assert job.id not in (out / "status.json").read_text() and job.id not in out.name
+    at.run()
+    no_exceptions(at)
+    assert not at.button(key="start_synth").disabled
+
+
+def test_reload_and_page_switch_reattach_never_kill(env):
+    at = small(new_app())
+    at.button(key="start_synth").click().run()
+    job = job_of(at)
+    # another page, and back: the same job, still running
+    at.switch_page("views/distill.py").run()
+    no_exceptions(at)
+    assert at.title[0].value == "Distill" and job_of(at) is job
+    at.switch_page("views/synthesize.py").run()
+    assert job_of(at) is job and job.snapshot().active
+    # a reload is a new session: the id in the URL reattaches (and shows the job's own settings)
+    job.set_weights(gamma=0.75)
+    again = new_app(job=job.id)
+    no_exceptions(again)
+    assert again.session_state["job_id"] == job.id
+    assert again.slider(key="gamma").value == 0.75
+    assert again.button(key="start_synth").disabled and not again.button(key="stop").disabled
+    assert job.snapshot().active  # nothing clicked so far stopped it
+    # Reset stops the attached run and detaches
+    again.button(key="reset").click().run()
+    assert job.wait(30) and job.snapshot().state == "stopped"
+    assert "job" not in again.query_params
+
+
+def test_unknown_or_foreign_job_ids(env):
+    at = new_app(job="not-a-real-job-id")
+    no_exceptions(at)
+    assert "not on this server" in texts(at)
+    assert "job" not in at.query_params
+    # a session without the id never sees someone else's run
+    owner = small(new_app())
+    owner.button(key="start_synth").click().run()
+    job = job_of(owner)
+    stranger = new_app()
+    assert "job_id" not in stranger.session_state
+    assert job.id not in texts(stranger) and job.snapshot().run_name not in texts(stranger)
+
+
+def test_job_limit_is_told_not_crashed(env):
+    first = small(new_app())
+    first.button(key="start_synth").click().run()
+    assert job_of(first) is not None
+    second = small(new_app())
+    second.button(key="start_synth").click().run()
+    no_exceptions(second)
+    assert "busy" in texts(second)
+    assert "job_id" not in second.session_state
+    assert jobs.registry().active_count() == 1
+
+
+def test_registry_limit_under_concurrent_starts(env, tmp_path):
+    reg = jobs.JobRegistry(tmp_path / "conc", max_jobs=2, threads=1)
+    cfg = widgets.build_config(dict(widgets.form_defaults("ifhe"), method="ifhe", teacher=TEACHER, student="wrn16_1",
+                                    rounds=100, seed=0, batch=8, iterations=3), "synth")
+    results, barrier = [], threading.Barrier(4)
+
+    def start():
+        barrier.wait()
+        try:
+            results.append(reg.submit(cfg))
+        except jobs.JobLimitError as e:
+            results.append(e)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    started = [r for r in results if isinstance(r, jobs.Job)]
+    assert len(started) == 2 and reg.active_count() == 2
+    ids = {j.id for j in started}
+    assert len(ids) == 2 and all(len(i) >= 20 for i in ids)
+    assert len({j.out for j in started}) == 2
+    reg.stop_all()
+    assert reg.active_count() == 0
+    assert isinstance(reg.submit(cfg), jobs.Job)  # a slot is free again
+    reg.stop_all()
+
+
+def test_run_failure_is_reported_not_raised(env):
+    cfg = widgets.build_config(dict(widgets.form_defaults("ifhe"), method="ifhe", teacher="no-such-teacher",
+                                    student="wrn16_1", rounds=2, seed=0, batch=8, iterations=3), "synth")
+    job = jobs.registry().submit(cfg)
+    assert job.wait(30)
+    assert job.snapshot().state == "failed" and "no-such-teacher" in job.snapshot().message
+    again = new_app(job=job.id)
+    no_exceptions(again)
+    assert any("failed" in e.value for e in again.error)
+
+
+# ---- uploads and paths -------------------------------------------------------------------------------------
+
+def _weights(arch="wrn16_1", nc=10) -> bytes:
+    import io
+
+    from safetensors.torch import save
+    from ifhe.models import create_model
+    return save({k: v.contiguous() for k, v in create_model(arch, nc).state_dict().items()})
+
+
+def test_upload_checks(env, tmp_path):
+    dest = tmp_path / "uploads"
+    import io
+    buf = io.BytesIO()
+    torch.save({"w": torch.zeros(2)}, buf)
+    with pytest.raises(IfheError, match="pickle"):
+        widgets.validate_upload("model.safetensors", buf.getvalue(), "wrn16_1", "cifar10", dest)
+    with pytest.raises(IfheError, match="pickle"):
+        widgets.validate_upload("model.pt", b"\x80\x04\x95" + b"\x00" * 20, "wrn16_1", "cifar10", dest)
+    with pytest.raises(IfheError, match="only .safetensors"):
+        widgets.validate_upload("model.bin", _weights(), "wrn16_1", "cifar10", dest)
+    with pytest.raises(IfheError, match="upload limit"):
+        widgets.validate_upload("big.safetensors", b"{" * (2 * 2 ** 20), "wrn16_1", "cifar10", dest, limit_mb=1)
+    with pytest.raises(IfheError, match="corrupt|truncated"):
+        widgets.validate_upload("bad.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage", None, "cifar10", dest)
+    with pytest.raises(IfheError, match="classes"):
+        widgets.validate_upload("c100.safetensors", _weights("wrn16_1", 100), "wrn16_1", "cifar10", dest)
+    with pytest.raises(IfheError, match="does not fit|shape"):
+        widgets.validate_upload("arch.safetensors", _weights("wrn16_1"), "wrn16_2", "cifar10", dest)
+    with pytest.raises(IfheError, match="architecture"):  # no arch given and none recorded in the file
+        widgets.validate_upload("plain.safetensors", _weights("wrn16_1"), None, "cifar10", dest)
+    path, summary = widgets.validate_upload("ok.safetensors", _weights("wrn16_1"), "wrn16_1", "cifar10", dest)
+    assert path.parent == dest and path.name.startswith("teacher-") and "wrn16_1" in summary
+    assert not list(dest.glob(".upload-*"))  # no temporary leftovers
+    from ifhe.checkpoint import read_meta
+    assert read_meta(path)["dataset"] == "cifar10"
+
+
+def test_upload_through_the_page(env):
+    import io
+    at = new_app()
+    at.selectbox(key="teacher").set_value("upload").run()
+    buf = io.BytesIO()
+    torch.save({"w": torch.zeros(2)}, buf)
+    at.file_uploader(key="upload_file").set_value(("evil.safetensors", buf.getvalue(), "application/octet-stream"))
+    at.run()
+    no_exceptions(at)
+    assert any("pickle" in e.value and "not unpickled" in e.value for e in at.error)
+    at.button(key="start_synth").click().run()
+    assert "job_id" not in at.session_state and "no teacher" in texts(at)
+    at.selectbox(key="upload_arch").set_value("wrn16_1")
+    at.file_uploader(key="upload_file").set_value(("good.safetensors", _weights(), "application/octet-stream"))
+    at.run()
+    assert any("Teacher accepted" in s.value for s in at.success)
+    small(at, rounds=1)
+    at.button(key="start_synth").click().run()
+    job = job_of(at)
+    assert job is not None and job.wait(60) and job.snapshot().state == "finished", job.snapshot().message
+
+
+def test_safe_paths(env, tmp_path):
+    base = tmp_path / "base"
+    (base / "ok").mkdir(parents=True)
+    assert widgets.safe_path(base, "ok/bank") == (base / "ok" / "bank").resolve()
+    for bad in ("../x", "ok/../../x", "/etc", "~/x", ""):
+        with pytest.raises(IfheError):
+            widgets.safe_path(base, bad)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (base / "link").symlink_to(outside)
+    with pytest.raises(IfheError, match="outside"):
+        widgets.safe_path(base, "link/bank")
+    for bad in ("../escape", "a/b", "", ".hidden", "x" * 81):
+        with pytest.raises(IfheError):
+            widgets.check_run_name(bad)
+    # through the page: a run name that tries to leave the runs folder is refused
+    at = small(new_app())
+    at.text_input(key="run_name").set_value("../escape").run()
+    at.button(key="start_synth").click().run()
+    assert "job_id" not in at.session_state and "run name" in texts(at)
+    assert not (env.parent / "escape").exists()
+
+
+# ---- Distill -------------------------------------------------------------------------------------------------
+
+def test_distill_page_data_free_explains(env):
+    at = new_app()
+    at.switch_page("views/distill.py").run()
+    no_exceptions(at)
+    assert at.title[0].value == "Distill"
+    assert "IFHE_DATA" in texts(at) and "purely data-free" in texts(at)
+    assert len(at.latex) >= 2  # L_KD-S and L_KD-h
+    assert at.number_input(key="eval_every").disabled
+
+
+def test_distill_run_with_real_data_and_downloads(env, tiny_cifar, monkeypatch):
+    monkeypatch.setenv("IFHE_DATA", str(tiny_cifar))
+    at = small(new_app(), rounds=100)
+    at.switch_page("views/distill.py").run()
+    for key, value in (("distill_rounds", 2), ("kd_steps", 3), ("kd_batch", 8), ("eval_every", 3),
+                       ("eval_images", 100)):
+        at.number_input(key=key).set_value(value)
+    at.run()
+    assert "purely data-free" not in texts(at)
+    at.button(key="start_distill").click().run()
+    no_exceptions(at)
+    job = job_of(at)
+    assert job.wait(60)
+    snap = job.snapshot()
+    assert snap.state == "finished", snap.message
+    assert snap.kd_steps == 6 and snap.bank_size == 16 and len(snap.accuracy) == 2
+    assert snap.student_acc is not None and snap.head_acc is not None and sum(snap.class_counts) == 16
+    at.run()
+    no_exceptions(at)
+    labels = [d.label for d in at.get("download_button")]
+    assert "Student (safetensors)" in labels and "Run config (YAML)" in labels
+    assert any("bank samples by class" in m.value for m in at.markdown)
+    import yaml
+    cfg = yaml.safe_load(job.config_yaml())
+    assert cfg["distill"]["steps_per_round"] == 3 and cfg["method"] == "ifhe"
+
+
+def test_export_student_while_paused(env):
+    at = small(new_app())
+    at.button(key="start_synth").click().run()
+    job = job_of(at)
+    wait_until(lambda: job.snapshot().steps > 0, what="a step")
+    job.pause()
+    wait_until(lambda: job.snapshot().state == "paused", what="pause")
+    job.request_export()
+    wait_until(lambda: job.snapshot().exports == 1, what="export")
+    from ifhe.zoo import load_model
+    model, meta = load_model(job.snapshot().student_file)
+    assert meta["snapshot"] is True and model.arch == "wrn16_1"
+
+
+# ---- Feature space and Compare -------------------------------------------------------------------------------
+
+def _fake_run(base: Path, name: str, method: str, alpha=None, accs=(), n_images=0):
+    """A run folder as the engine leaves it (config, metrics, status, bank), without running anything."""
+    from ifhe.bank import ImageBank
+    from ifhe.config import dump_yaml, make_config
+    out = base / name
+    out.mkdir(parents=True)
+    synth = {"alpha": alpha} if alpha is not None else {}
+    (out / "config.yaml").write_text(dump_yaml(make_config(method, "cpu", synth, teacher=TEACHER)))
+    lines = [{"round": i, "kd_steps": 50 * (i + 1), "bank_size": 64 * (i + 1), "elapsed_s": 10.0 * (i + 1),
+              "student_acc": a, "head_acc": a - 1} for i, a in enumerate(accs)]
+    (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    if accs:
+        (out / "status.json").write_text(json.dumps({"state": "finished", "student_acc": accs[-1],
+                                                     "head_acc": accs[-1] - 1}))
+    if n_images:
+        g = torch.Generator().manual_seed(len(name))
+        ImageBank(out / "bank").add(torch.randint(0, 256, (n_images, 3, 32, 32), dtype=torch.uint8, generator=g),
+                                    torch.arange(n_images) % 10)
+    return out
+
+
+def test_feature_page_without_banks_offers_to_make_them(env):
+    at = new_app()
+    at.switch_page("views/features.py").run()
+    no_exceptions(at)
+    assert at.title[0].value == "Feature space"
+    assert at.button(key="fm_go").disabled
+    at.button(key="make_cmi").click().run()
+    no_exceptions(at)
+    job = job_of(at)
+    assert job is not None and job.cfg.method == "cmi" and job.cfg.distill.steps_per_round == 0
+
+
+def test_feature_page_map_metrics_and_click(env, tiny_cifar, monkeypatch):
+    monkeypatch.setenv("IFHE_DATA", str(tiny_cifar))
+    for method in ("deepinversion", "cmi", "ifhe"):
+        _fake_run(env, f"r-{method}", method, n_images=40)
+    at = new_app()
+    at.switch_page("views/features.py").run()
+    at.slider(key="fm_n").set_value(100)
+    at.text_input(key="fm_extra").set_value("../../etc").run()
+    assert any("runs folder" in e.value for e in at.error)
+    at.text_input(key="fm_extra").set_value("").run()
+    assert at.selectbox(key="fm_ifhe").value == "r-ifhe"
+    at.button(key="fm_go").click().run(timeout=120)
+    no_exceptions(at)
+    chart = at.get("plotly_chart")
+    assert chart, "the map"
+    fig = json.loads(chart[0].proto.spec)
+    titles = [a["text"] for a in fig["layout"]["annotations"]]
+    assert titles == ["real", "DeepInversion", "CMI", "IFHE"]
+    frames = at.dataframe
+    metrics = frames[0].value
+    assert list(metrics["set"]) == ["real", "DeepInversion", "CMI", "IFHE"]
+    assert {"knn_acc", "silhouette", "frechet"} <= set(metrics.columns)
+    # click a point: its image appears beside the map
+    from app import features_view
+    fmap = features_view.feature_map(at.session_state["fm_spec"], str(env / "feature_cache"))
+    row = fmap.points[fmap.points["set"] == "IFHE"].iloc[0]
+    event = {"selection": {"points": [{"x": row["x"], "y": row["y"], "customdata": [int(row["index"]), 0, 0.5, 3]}]}}
+    assert features_view._selected_point(fmap, event) == ("IFHE", int(row["index"]))
+    html = features_view.hover_html(fmap, __import__("ifhe.embedding", fromlist=["x"]).plot_feature_map(fmap))
+    assert "plotly_hover" in html and html.count("data:image/png;base64") >= len(fmap.points)
+
+
+def test_compare_page(env):
+    _fake_run(env, "ifhe-a0", "ifhe", alpha=0.0, accs=(40.0, 55.0))
+    _fake_run(env, "ifhe-a05", "ifhe", alpha=0.5, accs=(42.0, 58.0))
+    _fake_run(env, "cmi", "cmi", accs=(41.0, 56.0))
+    at = new_app()
+    at.switch_page("views/compare.py").run()
+    no_exceptions(at)
+    assert at.title[0].value == "Compare"
+    frames = [d.value for d in at.dataframe]
+    summary = frames[0]
+    assert set(summary["run"]) == {"ifhe-a0", "ifhe-a05", "cmi"}
+    assert summary["student_acc"].notna().all()
+    assert set(at.multiselect(key="cmp_runs").value) == {"ifhe-a0", "ifhe-a05", "cmi"}
+    # the paper's table and ours side by side
+    paper = next(f for f in frames if "WRN40-2/WRN16-1" in f.columns)
+    assert paper.loc["IFHE", "WRN40-2/WRN16-1"] == 91.80
+    ours = next(f for f in frames if "WRN16-1/WRN16-1" in f.columns)
+    assert ours.loc["IFHE", "WRN16-1/WRN16-1"] == 58.0 and ours.loc["CMI", "WRN16-1/WRN16-1"] == 56.0
+    from app.compare_view import alpha_points
+    from app.runs import list_runs
+    pts = alpha_points(list_runs(env))
+    assert pts["WRN16-1/WRN16-1"] == [(0.0, 55.0), (0.5, 58.0)]
