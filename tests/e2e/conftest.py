@@ -1,0 +1,46 @@
+"""Browser tests: the real app server in a subprocess, driven by Debian's Chromium through Playwright."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from app.serve import CHROMIUM, CHROMIUM_ARGS, Server, publish_test_teacher  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    here = Path(__file__).parent
+    skip = None
+    if not Path(CHROMIUM).exists():
+        skip = pytest.mark.skip(reason=f"{CHROMIUM} is missing (apt-get install chromium)")
+    for item in items:
+        if Path(str(item.fspath)).parent == here:
+            item.add_marker(pytest.mark.e2e)
+            if skip:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The app on a free port with a tiny random teacher as the only shipped one; two job slots."""
+    root = tmp_path_factory.mktemp("e2e")
+    publish_test_teacher(root / "pretrained")
+    env = {"IFHE_PRETRAINED": str(root / "pretrained"), "IFHE_APP_RUNS": str(root / "runs"),
+           "IFHE_APP_MAX_JOBS": "2", "IFHE_APP_THREADS": "1"}
+    with Server(env, log=root / "server.log") as s:
+        s.root = root
+        yield s
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

@@ -1,0 +1,91 @@
+"""End to end: the real server in headless Chromium. Open the app, start IFHE synthesis, see the image grid
+change, stop it, reload (reattach), open the feature page; and four sessions starting at once."""
+from __future__ import annotations
+
+import re
+import time
+
+from playwright.sync_api import expect
+
+from app.serve import health
+
+GRID = ".st-key-grid img"
+
+
+def main(page):
+    return page.get_by_test_id("stMainBlockContainer")
+
+
+def button(page, name):
+    return main(page).get_by_role("button", name=name, exact=True)
+
+
+def open_app(browser, server, path=""):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = ctx.new_page()
+    page.goto(server.url + path)
+    button(page, "Start").wait_for(timeout=60_000)
+    return page
+
+
+def wait_for_grid_change(page, timeout=30.0) -> tuple[str, str]:
+    img = page.locator(GRID).first
+    img.wait_for(timeout=timeout * 1000)
+    first = img.get_attribute("src")
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        now = page.locator(GRID).first.get_attribute("src")
+        if now and now != first:
+            return first, now
+        page.wait_for_timeout(100)
+    raise AssertionError("the image grid did not change")
+
+
+def test_synthesize_grid_stop_reload_feature_page(server, browser):
+    page = open_app(browser, server)
+    assert main(page).get_by_role("heading", name="Synthesize").is_visible()
+    button(page, "Start").click()
+    first, later = wait_for_grid_change(page)
+    assert first.startswith("data:image/png;base64,")
+    assert re.search(r"[?&]job=[\w-]{20,}", page.url), page.url
+    button(page, "Stop").click()
+    page.get_by_text(re.compile(r"stopped · ")).wait_for(timeout=30_000)
+    expect(button(page, "Start")).to_be_enabled(timeout=30_000)
+    # a reload is a new session: the job id in the URL brings the run back
+    page.reload()
+    page.get_by_text(re.compile(r"stopped · ")).wait_for(timeout=60_000)
+    page.locator(GRID).first.wait_for(timeout=10_000)
+    # the feature page, through the navigation
+    page.get_by_role("link", name="Feature space").click()
+    main(page).get_by_role("heading", name="Feature space").wait_for(timeout=30_000)
+    expect(main(page).get_by_role("button", name="Compute the map")).to_be_visible()
+    expect(page.get_by_test_id("stException")).to_have_count(0)
+    page.context.close()
+
+
+def test_four_sessions_keep_the_limit(server, browser):
+    pages = [open_app(browser, server) for _ in range(4)]
+    for p in pages:  # as close to "at once" as one driver gets
+        button(p, "Start").click(no_wait_after=True)
+    started, refused = [], []
+    deadline = time.perf_counter() + 60
+    while len(started) + len(refused) < 4 and time.perf_counter() < deadline:
+        started = [p for p in pages if "job=" in p.url]
+        refused = [p for p in pages if p.get_by_text("busy", exact=False).count() and "job=" not in p.url]
+        pages[0].wait_for_timeout(200)
+    assert len(started) == 2 and len(refused) == 2  # IFHE_APP_MAX_JOBS=2
+    assert max(health(server.url) for _ in range(5)) < 1.0  # the server answers while both jobs run
+    # no session sees another's run: each sidebar names only its own
+    names = []
+    for p in started:
+        p.locator(GRID).first.wait_for(timeout=60_000)
+        names.append(p.get_by_test_id("stSidebar").locator("code").first.inner_text())
+    assert names[0] != names[1]
+    for p in refused:
+        assert not any(n in p.get_by_test_id("stSidebar").inner_text() for n in names)
+    for p in started:
+        button(p, "Stop").click()
+    for p in started:
+        p.get_by_text(re.compile(r"stopped · ")).wait_for(timeout=30_000)
+    for p in pages:
+        p.context.close()
