@@ -309,8 +309,8 @@ def job_header(snap, show_note: bool = True) -> None:
         st.info(snap.note)
 
 
-def live(render, job_id: str, active: bool, key: str) -> None:
-    """Draw `render(snapshot)` in a fragment that polls the job while it is active.
+def live(render, job_id: str, active: bool, key: str, every: float = REFRESH_S, rerun_when_done: bool = True) -> None:
+    """Draw `render(snapshot)` in a fragment that polls the job every `every` seconds while it is active.
 
     When the job ends, one full rerun redraws the page (buttons, downloads) and the polling stops.
     """
@@ -321,10 +321,10 @@ def live(render, job_id: str, active: bool, key: str) -> None:
             return
         snap = job.snapshot()
         render(snap)
-        if active and not snap.active:
+        if active and rerun_when_done and not snap.active:
             st.rerun(scope="app")
 
-    st.fragment(run_every=REFRESH_S if active else None, key=key)(body)()
+    st.fragment(run_every=every if active else None, key=key)(body)()
 
 
 def wait_for(predicate, timeout: float = 3.0) -> bool:

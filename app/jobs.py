@@ -534,19 +534,26 @@ def warm_up() -> None:
         from ifhe.zoo import attach_dataset, freeze
         import ifhe.experiment  # noqa: F401
         import plotly.graph_objects  # noqa: F401  (the pages' charts; slow to import the first time)
+        from ifhe.zoo import available, load_teacher
+        from .widgets import DEFAULT_BATCH, compose_grid
         torch.set_num_threads(1)
-        teacher = attach_dataset(freeze(create_model("wrn16_1", 10)), "cifar10")
-        student = create_model("wrn16_1", 10).to(memory_format=torch.channels_last)
+        # the default path: the first shipped teacher, IFHE, the app's batch (kernels are made per shape)
+        names = available()
+        teacher = (load_teacher(names[0]) if names else
+                   attach_dataset(freeze(create_model("wrn16_2", 10)), "cifar10"))
+        nc = teacher.num_classes
+        student = create_model("wrn16_1", nc).to(memory_format=torch.channels_last)
         s, _ = preset("ifhe", "cpu")
-        s = replace(s, batch_size=2, iterations=1)
+        s = replace(s, batch_size=DEFAULT_BATCH, iterations=2)
         synth = InversionSynthesizer(s, teacher, student, head_for(teacher, s.h_stages, s.h_hidden),
-                                     teacher.normalizer, 10, torch.device("cpu"))
+                                     teacher.normalizer, nc, torch.device("cpu"))
         synth.start_round(0)
-        synth.step()
-        synth.images()
-        from .widgets import compose_grid
+        for _ in range(2):
+            synth.step()
         x, y = synth.images()
-        compose_grid(x, y, torch.ones(2), y, ())
+        with torch.inference_mode():
+            teacher(teacher.normalizer(x.float() / 255).contiguous(memory_format=torch.channels_last))
+        compose_grid(x, y, torch.ones(len(y)), y, ())
     except Exception:  # warming up is an optimization; never let it disturb the server
         traceback.print_exc()
     if os.environ.get("IFHE_APP_DEBUG"):

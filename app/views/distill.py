@@ -57,6 +57,8 @@ with right:
             c[2].metric("Bank (images)", s.bank_size)
             c[3].metric("Student acc", "–" if s.student_acc is None else f"{s.student_acc:.1f}%")
             c[4].metric("h acc", "–" if s.head_acc is None else f"{s.head_acc:.1f}%")
+
+        def charts(s):
             a, b = st.columns(2)
             with a:
                 st.markdown("**Accuracy on the real test set**")
@@ -82,6 +84,7 @@ with right:
                         st.markdown(W.img_html(s.grid_png, s.grid_caption), unsafe_allow_html=True)
 
         common.live(render, job.id, snap.active, key="distill_live")
+        common.live(charts, job.id, snap.active, key="distill_charts", every=1.0, rerun_when_done=False)
 
         st.markdown("**Downloads**")
         d1, d2, d3 = st.columns(3)
