@@ -250,13 +250,28 @@ def _weights(arch="wrn16_1", nc=10) -> bytes:
     return save({k: v.contiguous() for k, v in create_model(arch, nc).state_dict().items()})
 
 
+class _Trap:
+    """Unpickling this creates a file: the proof that nothing was unpickled is that the file never appears."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
 def test_upload_checks(env, tmp_path):
     dest = tmp_path / "uploads"
     import io
+    import pickle
     buf = io.BytesIO()
     torch.save({"w": torch.zeros(2)}, buf)
     with pytest.raises(IfheError, match="pickle"):
         widgets.validate_upload("model.safetensors", buf.getvalue(), "wrn16_1", "cifar10", dest)
+    trap = tmp_path / "unpickled.txt"
+    with pytest.raises(IfheError, match="not unpickled"):
+        widgets.validate_upload("model.safetensors", pickle.dumps(_Trap(str(trap))), "wrn16_1", "cifar10", dest)
+    assert not trap.exists()
     with pytest.raises(IfheError, match="pickle"):
         widgets.validate_upload("model.pt", b"\x80\x04\x95" + b"\x00" * 20, "wrn16_1", "cifar10", dest)
     with pytest.raises(IfheError, match="only .safetensors"):
@@ -441,6 +456,20 @@ def test_feature_page_map_metrics_and_click(env, tiny_cifar, monkeypatch):
     assert features_view._selected_point(fmap, event) == ("IFHE", int(row["index"]))
     html = features_view.hover_html(fmap, __import__("ifhe.embedding", fromlist=["x"]).plot_feature_map(fmap))
     assert "plotly_hover" in html and html.count("data:image/png;base64") >= len(fmap.points)
+
+
+def test_feature_page_data_free(env):
+    for method in ("deepinversion", "ifhe"):
+        _fake_run(env, f"r-{method}", method, n_images=40)
+    at = new_app()
+    at.switch_page("views/features.py").run()
+    assert at.checkbox(key="fm_real").disabled and not at.checkbox(key="fm_real").value
+    assert "IFHE_DATA" in texts(at)
+    at.slider(key="fm_n").set_value(100)
+    at.button(key="fm_go").click().run(timeout=120)
+    no_exceptions(at)
+    assert "fitted on the union of the synthesized sets" in texts(at)
+    assert list(at.dataframe[0].value["set"]) == ["DeepInversion", "IFHE"]
 
 
 def test_compare_page(env):
