@@ -222,8 +222,7 @@ def teacher_picker() -> None:
         limit = W.upload_limit_mb()
         up = st.file_uploader(f"Teacher weights (.safetensors only, at most {limit} MB)", type=["safetensors"],
                               key="upload_file", max_upload_size=limit)
-        if up is None:
-            ss["teacher_path"] = ss["teacher_summary"] = ss["_upload_seen"] = None
+        if up is None:  # keep an accepted upload across page switches (the uploader itself forgets the file)
             ss.pop("upload_error", None)
         else:
             seen = (getattr(up, "file_id", None) or up.name, ss["upload_arch"], ss["dataset"])
@@ -238,10 +237,10 @@ def teacher_picker() -> None:
                 except IfheError as e:
                     ss["teacher_path"] = ss["teacher_summary"] = None
                     ss["upload_error"] = str(e)
-            if ss.get("upload_error"):
-                st.error(ss["upload_error"])
-            elif ss.get("teacher_summary"):
-                st.success(f"Teacher accepted: {ss['teacher_summary']}")
+        if ss.get("upload_error"):
+            st.error(ss["upload_error"])
+        elif ss.get("teacher_summary"):
+            st.success(f"Teacher accepted: {ss['teacher_summary']}")
     st.selectbox("Student", ARCHITECTURES, key="student")
 
 

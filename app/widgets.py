@@ -224,7 +224,10 @@ def validate_upload(filename: str, data: bytes, arch: str | None, dataset: str, 
         try:
             model, meta = load_model(tmp, arch or None, NUM_CLASSES[dataset])
         except IfheError as e:
-            raise IfheError(str(e).replace(str(tmp), shown)) from None
+            msg = str(e).replace(str(tmp), shown)
+            if "no architecture recorded" in msg:
+                msg = f"{shown}: the file does not record its architecture; choose it in the list above"
+            raise IfheError(msg) from None
         if meta.get("dataset") and meta["dataset"] != dataset:
             raise IfheError(f"{shown}: a {meta['dataset']} model; pick that dataset or another file")
         out = dest / f"teacher-{token}.safetensors"

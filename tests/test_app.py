@@ -309,6 +309,10 @@ def test_upload_through_the_page(env):
     at.file_uploader(key="upload_file").set_value(("good.safetensors", _weights(), "application/octet-stream"))
     at.run()
     assert any("Teacher accepted" in s.value for s in at.success)
+    at.switch_page("views/distill.py").run()
+    at.switch_page("views/synthesize.py").run()  # the accepted upload survives a page switch
+    assert at.selectbox(key="teacher").value == "upload"
+    assert any("Teacher accepted" in s.value for s in at.success)
     small(at, rounds=1)
     at.button(key="start_synth").click().run()
     job = job_of(at)
