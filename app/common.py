@@ -308,9 +308,12 @@ def job_header(snap, show_note: bool = True) -> None:
         st.info(snap.note)
 
 
-def live(render, job_id: str, active: bool, key: str, every: float = REFRESH_S, rerun_when_done: bool = True) -> None:
+def live(render, job_id: str, active: bool, key: str, every: float = REFRESH_S, rerun_when_done: bool = True,
+         first=None) -> None:
     """Draw `render(snapshot)` in a fragment that polls the job every `every` seconds while it is active.
 
+    `first(snapshot) -> bool`: while it is false for an active job (e.g. no image grid yet), the fragment waits
+    for it up to 1.5 s instead of a whole polling interval, so the first picture shows as soon as it exists.
     When the job ends, one full rerun redraws the page (buttons, downloads) and the polling stops.
     """
     def body():
@@ -319,6 +322,9 @@ def live(render, job_id: str, active: bool, key: str, every: float = REFRESH_S, 
             st.warning("This job is no longer on the server.")
             return
         snap = job.snapshot()
+        if first is not None and snap.active and not first(snap):
+            wait_for(lambda: first(job.snapshot()) or not job.snapshot().active, 1.5)
+            snap = job.snapshot()
         render(snap)
         if active and rerun_when_done and not snap.active:
             st.rerun(scope="app")

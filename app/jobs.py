@@ -243,6 +243,7 @@ class Job:
     def _main(self) -> None:
         import torch
         from ifhe.errors import IfheError
+        default_threads = torch.get_num_threads()  # the process default, for threads started later
         try:
             torch.set_num_threads(self.threads)
             from ifhe.experiment import Run
@@ -277,6 +278,7 @@ class Job:
                     self._snap.state = "stopped" if self._stop_requested else "failed"
                 self._snap.elapsed_s = time.time() - self._snap.started_at
                 self.run = None  # free the models and the in-memory bank; the run folder keeps everything
+            torch.set_num_threads(default_threads)
             self._write_status()
             if self._on_exit:
                 self._on_exit(self)
@@ -536,6 +538,7 @@ def warm_up() -> None:
         import plotly.graph_objects  # noqa: F401  (the pages' charts; slow to import the first time)
         from ifhe.zoo import available, load_teacher
         from .widgets import DEFAULT_BATCH, compose_grid
+        default_threads = torch.get_num_threads()
         torch.set_num_threads(1)
         # the default path: the first shipped teacher, IFHE, the app's batch (kernels are made per shape)
         names = available()
@@ -554,6 +557,7 @@ def warm_up() -> None:
         with torch.inference_mode():
             teacher(teacher.normalizer(x.float() / 255).contiguous(memory_format=torch.channels_last))
         compose_grid(x, y, torch.ones(len(y)), y, ())
+        torch.set_num_threads(default_threads)
     except Exception:  # warming up is an optimization; never let it disturb the server
         traceback.print_exc()
     if os.environ.get("IFHE_APP_DEBUG"):

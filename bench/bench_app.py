@@ -32,7 +32,7 @@ COUNTER_JS = """() => { window.__changes = {grid: 0, tick: 0}; let g = null, t =
     const img = document.querySelector('.st-key-grid img'); const src = img ? img.getAttribute('src') : null;
     if (src && src !== g) { window.__changes.grid++; g = src; }
     const cap = [...document.querySelectorAll('[data-testid="stCaptionContainer"]')].map(e => e.innerText)
-                  .find(x => x.includes('tick')) || null;
+                  .find(x => x.includes('refreshed')) || null;
     if (cap && cap !== t) { window.__changes.tick++; t = cap; }
   }, 20); }"""
 
@@ -112,8 +112,8 @@ def main() -> None:
         page.wait_for_timeout(a.seconds * 1000)
         changes = page.evaluate("() => { clearInterval(window.__poll); return window.__changes; }")
         probe.stop()
-        rows.append(("live caption updates per second", f"{changes['tick'] / a.seconds:.2f}", ">= 2"))
-        rows.append(("image grid updates per second", f"{changes['grid'] / a.seconds:.2f}", ">= 2"))
+        rows.append(("live view refreshes per second", f"{changes['tick'] / a.seconds:.2f}", ">= 2"))
+        rows.append(("new image grids per second (bounded by the run's speed)", f"{changes['grid'] / a.seconds:.2f}", ""))
         rows.append(("health endpoint while a job runs, median / max",
                      f"{statistics.median(probe.times) * 1000:.0f} / {max(probe.times) * 1000:.0f} ms"
                      + (f" ({probe.errors} errors)" if probe.errors else ""), "< 1 s"))

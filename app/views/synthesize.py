@@ -1,4 +1,6 @@
 """Synthesize: pick teacher, student and method; set α, β, γ; watch the images evolve."""
+import time
+
 import streamlit as st
 
 from app import common
@@ -43,13 +45,14 @@ with right:
                              unsafe_allow_html=True)
             elif s.active:
                 grid.info("Starting: loading the teacher and building the synthesizer…")
-            st.caption(f"{s.steps} synthesis steps · {s.kd_steps} KD steps · tick {s.events}",
-                       help="tick counts the run's events; it moves on every refresh while the run is going")
+            st.caption(f"{s.steps} synthesis steps · {s.kd_steps} KD steps · tick {s.events} · "
+                       f"refreshed {time.strftime('%H:%M:%S')}.{int(time.time() * 10) % 10}",
+                       help="tick counts the run's events; 'refreshed' is when this view was last redrawn")
 
         def chart(s):
             st.plotly_chart(W.loss_figure(s.synth_losses, "step", "loss terms over synthesis steps"),
                             key="synth_losses", config={"displayModeBar": False})
 
         # the grid refreshes 2.5 times a second; the chart, heavier to draw, once a second
-        common.live(render, job.id, snap.active, key="synth_live")
+        common.live(render, job.id, snap.active, key="synth_live", first=lambda s: s.grid_png is not None)
         common.live(chart, job.id, snap.active, key="synth_chart", every=1.0, rerun_when_done=False)
