@@ -90,7 +90,7 @@ def compose_bank_by_class(images, labels, classes: tuple = (), per_class: int = 
     labels = torch.as_tensor(labels)
     present = sorted(set(labels.tolist()))[:max_classes] if len(labels) else []
     h, w = 32 * scale, 32 * scale
-    left, pad = 80, 2
+    left, pad = 120, 2
     rows = max(1, len(present))
     canvas = Image.new("RGB", (left + per_class * (w + pad) + pad, rows * (h + pad) + pad), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)

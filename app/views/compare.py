@@ -77,7 +77,7 @@ with tab_alpha:
 
 with tab_paper:
     ds = st.radio("Dataset", ("cifar10", "cifar100"), horizontal=True, key="paper_ds")
-    a, b = st.columns(2)
+    a, b = st.columns([3, 2])
     with a:
         st.markdown("**The paper (top-1 %, teacher/student)**")
         st.dataframe(paper.table_frame(ds), key="paper_table")
@@ -85,7 +85,7 @@ with tab_paper:
         st.dataframe({"method": list(paper.ORTHOGONALITY), "acc": list(paper.ORTHOGONALITY.values())},
                      hide_index=True, key="paper_orth")
     with b:
-        st.markdown("**Ours, measured (best finished run per cell)**")
+        st.markdown("**Ours, measured (best run per cell; Teacher: the zoo's test accuracy)**")
         table = measured_table(runs, ds)
         if table is None:
             st.info("No finished run with a test accuracy yet for this dataset.")

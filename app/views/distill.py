@@ -1,4 +1,5 @@
 """Distill: rounds of synthesis and knowledge distillation; accuracy on real data; the bank; downloads."""
+import time
 from pathlib import Path
 
 import streamlit as st
@@ -57,6 +58,9 @@ with right:
             c[2].metric("Bank (images)", s.bank_size)
             c[3].metric("Student acc", "–" if s.student_acc is None else f"{s.student_acc:.1f}%")
             c[4].metric("h acc", "–" if s.head_acc is None else f"{s.head_acc:.1f}%")
+            st.caption(f"round {s.round}: synthesis iteration {s.iteration} of {s.iterations} "
+                       f"({s.it_per_s:.1f} it/s), then {s.kd_steps_per_round} KD steps · "
+                       f"refreshed {time.strftime('%H:%M:%S')}")
 
         def charts(s):
             a, b = st.columns(2)

@@ -23,7 +23,8 @@ with left:
     chosen = {}
     for method in FV.MAP_METHODS:
         label = W.METHOD_LABELS[method]
-        options = [r.name for r in runs if r.method == method]
+        # largest bank first (the newest among equals): the richest picture of the method by default
+        options = [r.name for r in sorted((r for r in runs if r.method == method), key=lambda r: -r.bank_size)]
         if options:
             pick = st.selectbox(f"{label} images from run", ["(none)"] + options, index=1, key=f"fm_{method}",
                                 help="run folders under the runs folder whose bank holds images")
