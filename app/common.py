@@ -17,8 +17,8 @@ REFRESH_S = 0.4               # live views poll the job snapshot this often (2.5
 
 FORM_DEFAULTS = {
     "dataset": "cifar10", "teacher": None, "teacher_path": None, "teacher_summary": None, "upload_arch": "(from file)",
-    "student": "wrn16_1", "method": "ifhe", "seed": 0, "rounds": 100, "kd_between": False, "device": "auto",
-    "run_name": "", "eval_every": 50, "eval_images": 1000, "budget": 0.0, "distill_rounds": 30,
+    "student": "wrn16_1", "method": "ifhe", "seed": 0, "kd_between": False, "device": "auto",
+    "run_name": "", "eval_every": 50, "eval_images": 1000, "budget": 0.0,
 }
 FORM_KEYS = tuple(FORM_DEFAULTS) + tuple(W.form_defaults("ifhe"))
 

@@ -243,9 +243,11 @@ def form_defaults(method: str) -> dict[str, Any]:
     """The preset's values for the widgets a method changes (CPU scale, the app's small batch)."""
     from ifhe.config import preset
     s, d = preset(method, "cpu")
+    gan_style = s.param == "generator" and s.lr_z == 0  # DAFL, ZSKT, DFQ: a round is one generator step
     return {"alpha": s.alpha, "beta": s.beta, "gamma": s.gamma, "lr_g": s.lr_g, "lr_z": s.lr_z,
             "iterations": s.iterations, "batch": DEFAULT_BATCH, "tau": d.T, "kd_steps": d.steps_per_round,
-            "kd_batch": d.batch_size, "kd_lr": d.lr}
+            "kd_batch": d.batch_size, "kd_lr": d.lr, "rounds": 2000 if gan_style else 100,
+            "distill_rounds": 2000 if gan_style else 30}
 
 
 def build_config(v: dict, kind: str):
