@@ -323,8 +323,12 @@ class Job:
     def _export(self, run) -> None:
         from ifhe.zoo import save_model
         path = self.out / "student_snapshot.safetensors"
-        save_model(path, run.student, run.dataset, {"method": self.cfg.method, "kd_steps": run.progress.kd_steps,
-                                                    "snapshot": True})
+        try:
+            save_model(path, run.student, run.dataset, {"method": self.cfg.method,
+                                                        "kd_steps": run.progress.kd_steps, "snapshot": True})
+        except OSError as e:  # a full disk must not end the run; the page says so
+            self._update(message=f"could not export the student: {e}")
+            return
         with self._cond:
             self._snap.student_file = str(path)
             self._snap.exports += 1
