@@ -22,7 +22,7 @@ def _add_data(p: argparse.ArgumentParser) -> None:
 def _cmd_train_teacher(a) -> int:
     from .device import set_cpu_threads
     from .train import TrainConfig, train_classifier
-    from .zoo import publish
+    from .zoo import publish, read_manifest
 
     set_cpu_threads(a.threads)
     names = {f.name for f in fields(TrainConfig)}
@@ -31,6 +31,8 @@ def _cmd_train_teacher(a) -> int:
     print(f"test accuracy {result['test_acc']:.2f}% after {result['epochs_done']:.2f} epochs")
     if a.publish and result["finished"]:
         recipe = "ifhe train-teacher " + " ".join(shlex.quote(x) for x in a.argv if x != "--resume")
+        if cfg.init_from and cfg.init_from in read_manifest():  # a fine-tuning stage: keep the whole history
+            recipe = f"{read_manifest()[cfg.init_from]['recipe']} && {recipe}"
         entry = publish(result["model"], a.publish, cfg.dataset, result["test_acc"], cfg.epochs, recipe)
         print(f"published {a.publish}: {entry['file']} sha256 {entry['sha256'][:12]}")
     return 0
@@ -326,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weight-decay", dest="weight_decay", type=float)
     t.add_argument("--label-smoothing", dest="label_smoothing", type=float)
     t.add_argument("--seed", type=int)
+    t.add_argument("--init-from", dest="init_from", help="start from these weights (zoo name or .safetensors)")
     t.add_argument("--out", required=True)
     t.add_argument("--resume", action="store_true", help="continue the run in --out after a kill")
     t.add_argument("--publish", metavar="NAME", help="when finished, add to pretrained/ under NAME")

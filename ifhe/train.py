@@ -30,6 +30,7 @@ class TrainConfig:
     warmup: float = 0.25
     seed: int = 0
     checkpoint_every: int = 100  # steps
+    init_from: str | None = None  # start from these weights (zoo name or .safetensors): a fine-tuning stage
 
     def validate(self) -> "TrainConfig":
         for name in ("epochs", "batch_size", "checkpoint_every"):
@@ -47,6 +48,19 @@ def one_cycle_lr(step: int, total: int, max_lr: float, warmup: float) -> float:
         return max_lr / 25 + (max_lr - max_lr / 25) * step / warm
     t = (step - warm) / max(1, total - warm)
     return max_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def initial_weights(source: str, arch: str, num_classes: int):
+    """A zoo model or a .safetensors file to start training from (checked against arch and class count)."""
+    from .zoo import load_model, load_teacher, read_manifest
+
+    if source in read_manifest():
+        model = load_teacher(source)
+    else:
+        model, _ = load_model(source, arch, num_classes)
+    if model.arch != arch or model.num_classes != num_classes:
+        raise IfheError(f"init_from {source}: a {model.arch} with {model.num_classes} classes, not {arch}/{num_classes}")
+    return model
 
 
 def train_classifier(cfg: TrainConfig, out: str | Path, data: str | None = None, resume: bool = False,
@@ -86,6 +100,8 @@ def train_classifier(cfg: TrainConfig, out: str | Path, data: str | None = None,
     else:
         out.mkdir(parents=True, exist_ok=True)
         aug_gen.manual_seed(cfg.seed)
+        if cfg.init_from:
+            model.load_state_dict(initial_weights(cfg.init_from, cfg.arch, nc).state_dict())
     done_epochs = step // steps_per_epoch
     log.keep(lambda r: r.get("epoch", 0) <= done_epochs)
 

@@ -54,3 +54,19 @@ def test_one_cycle_schedule_shape():
 def test_bad_config(field, value):
     with pytest.raises(IfheError, match=field):
         TrainConfig(**{field: value}).validate()
+
+
+def test_fine_tuning_starts_from_given_weights(tiny_cifar, tmp_path):
+    from ifhe.models import create_model
+    from ifhe.zoo import save_model
+    torch.manual_seed(5)
+    init = create_model("wrn16_1", 10)
+    save_model(tmp_path / "init.safetensors", init, "cifar10")
+    cfg = TrainConfig(arch="wrn16_1", epochs=1, batch_size=32, seed=3, max_lr=1e-9,
+                      init_from=str(tmp_path / "init.safetensors"))
+    r = train_classifier(cfg, tmp_path / "ft", data=tiny_cifar, progress=False, max_steps=1)
+    w = r["model"].state_dict()["fc.weight"]
+    torch.testing.assert_close(w, init.state_dict()["fc.weight"], atol=1e-6, rtol=0)
+    with pytest.raises(IfheError):
+        train_classifier(TrainConfig(arch="wrn16_2", init_from=str(tmp_path / "init.safetensors")),
+                         tmp_path / "bad", data=tiny_cifar, progress=False, max_steps=1)
