@@ -20,7 +20,7 @@ from .bank import ImageBank, open_bank
 from .checkpoint import atomic_write_text, load_state, save_state
 from .config import RunConfig, dump_yaml, from_dict, to_dict
 from .data import DATA_ENV, ImageSet, load_split
-from .device import pick_device, set_cpu_threads
+from .device import fast_layout, pick_device, set_cpu_threads
 from .distributed import any_rank, barrier, gather_batches, init_from_env
 from .distill import cosine_lr, evaluate, evaluate_head, kd_step, make_kd_optimizer, prepare_batch
 from .errors import DataError, DivergenceError, IfheError
@@ -144,7 +144,7 @@ def load_run_teacher(cfg: RunConfig, device: torch.device):
         from .zoo import freeze
         if not meta.get("dataset"):
             raise IfheError(f"teacher: {cfg.teacher} does not record its dataset")
-        return attach_dataset(freeze(model), meta["dataset"], meta)
+        return attach_dataset(freeze(fast_layout(model)), meta["dataset"], meta)
     return load_teacher(cfg.teacher, device)
 
 
@@ -202,7 +202,7 @@ class Run:
         self.teacher = teacher if teacher is not None else load_run_teacher(cfg, self.device)
         self.dataset = self.teacher.dataset
         nc = self.teacher.num_classes
-        self.student = create_model(cfg.student, nc).to(self.device).to(memory_format=torch.channels_last)
+        self.student = fast_layout(create_model(cfg.student, nc).to(self.device))
         self.head = head_for(self.teacher, cfg.synth.h_stages, cfg.synth.h_hidden).to(self.device)
         if self.dist.rank:  # same student init everywhere, different synthesized images per rank
             torch.manual_seed(cfg.seed + 1_000_003 * self.dist.rank)

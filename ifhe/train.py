@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from .checkpoint import load_state, save_state
 from .data import NUM_CLASSES, Normalizer, load_split, normalization, random_crop_flip, to_unit
-from .device import pick_device
+from .device import fast_layout, pick_device
 from .errors import IfheError
 from .evaluation import evaluate
 from .jsonl import JsonlLog
@@ -82,7 +82,7 @@ def train_classifier(cfg: TrainConfig, out: str | Path, data: str | None = None,
         raise IfheError(f"data has labels up to {int(train_set.y.max())} but {cfg.dataset} has {nc} classes")
     norm = Normalizer(*normalization(cfg.dataset)).to(dev)
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.arch, nc).to(dev).to(memory_format=torch.channels_last)
+    model = fast_layout(create_model(cfg.arch, nc).to(dev))
     opt = torch.optim.SGD(model.parameters(), lr=cfg.max_lr, momentum=0.9, nesterov=True,
                           weight_decay=cfg.weight_decay)
     steps_per_epoch = len(train_set) // cfg.batch_size

@@ -10,6 +10,7 @@ from torch import nn
 
 from .checkpoint import atomic_write_text, load_tensors, load_weights_into, save_tensors, sha256_file
 from .data import NUM_CLASSES, Normalizer, normalization
+from .device import fast_layout
 from .errors import CheckpointError, IfheError
 from .models import create_model
 
@@ -81,7 +82,7 @@ def load_teacher(name: str, device: torch.device | str = "cpu", root: Path | Non
     if verify and path.exists() and sha256_file(path) != entry["sha256"]:
         raise CheckpointError(f"{path}: checksum does not match the manifest (corrupt or replaced file)")
     model, _ = load_model(path, entry["arch"], entry["num_classes"], device)
-    return attach_dataset(freeze(model), entry["dataset"], entry)
+    return attach_dataset(freeze(fast_layout(model)), entry["dataset"], entry)
 
 
 def attach_dataset(model: nn.Module, dataset: str, entry: dict | None = None) -> nn.Module:

@@ -29,4 +29,4 @@ class Generator(nn.Module):
         if z.dim() != 2 or z.shape[1] != self.nz:
             raise ValueError(f"generator expects z of shape (N, {self.nz}), got {tuple(z.shape)}")
         out = self.project(z).view(z.shape[0], self.ngf * 2, self.init_size, self.init_size)
-        return self.body(out)
+        return self.body(out.contiguous(memory_format=torch.channels_last))

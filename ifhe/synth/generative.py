@@ -7,6 +7,7 @@ import copy
 import torch
 from torch import nn
 
+from ..device import fast_layout
 from ..models import Generator
 
 
@@ -32,7 +33,7 @@ class GeneratorImages:
 
     def __init__(self, nz: int, lr_g: float, lr_z: float, reset: bool, device: torch.device):
         self.nz, self.lr_g, self.lr_z, self.reset, self.device = nz, lr_g, lr_z, reset, device
-        self.generator = Generator(nz=nz).to(device).train()
+        self.generator = fast_layout(Generator(nz=nz).to(device)).train()
         self.opt_g = _adam(self.generator.parameters(), lr_g)
         self.z: torch.Tensor | None = None
         self.opt_z: torch.optim.Optimizer | None = None
@@ -94,7 +95,7 @@ class MetaGeneratorImages:
 
     def __init__(self, nz: int, lr_g: float, lr_z: float, iterations: int, device: torch.device):
         self.nz, self.lr_g, self.lr_z, self.device = nz, lr_g, lr_z, device
-        self.generator = Generator(nz=nz).to(device).train()
+        self.generator = fast_layout(Generator(nz=nz).to(device)).train()
         self.meta_opt = _adam(self.generator.parameters(), lr_g * iterations)
         self.fast: Generator | None = None
         self.z: torch.Tensor | None = None
