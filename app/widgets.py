@@ -82,7 +82,7 @@ def compose_grid(images, labels, conf=None, pred=None, classes: tuple = (), scal
     return _png(canvas)
 
 
-def compose_bank_by_class(images, labels, classes: tuple = (), per_class: int = 8, scale: int = 2,
+def compose_bank_by_class(images, labels, classes: tuple = (), per_class: int = 6, scale: int = 2,
                           max_classes: int = 20) -> bytes:
     """Rows of bank samples, one row per class (the most recent `per_class` of each), class name on the left."""
     import torch
@@ -90,16 +90,16 @@ def compose_bank_by_class(images, labels, classes: tuple = (), per_class: int = 
     labels = torch.as_tensor(labels)
     present = sorted(set(labels.tolist()))[:max_classes] if len(labels) else []
     h, w = 32 * scale, 32 * scale
-    left, pad = 120, 2
+    left, pad = 170, 2
     rows = max(1, len(present))
     canvas = Image.new("RGB", (left + per_class * (w + pad) + pad, rows * (h + pad) + pad), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    font = _font(12)
+    font = _font(20)  # the picture is shown shrunk to a column's width
     for r, cls in enumerate(present):
         idx = (labels == cls).nonzero().flatten()[-per_class:]
         y0 = pad + r * (h + pad)
         name = classes[cls] if cls < len(classes) else str(cls)
-        draw.text((4, y0 + h // 2 - 7), f"{name} ({int((labels == cls).sum())})", fill=(20, 20, 20), font=font)
+        draw.text((4, y0 + h // 2 - 11), f"{name} ({int((labels == cls).sum())})", fill=(20, 20, 20), font=font)
         for c, i in enumerate(idx.tolist()):
             tile = Image.fromarray(_to_hwc(images[i])).resize((w, h), Image.NEAREST)
             canvas.paste(tile, (left + pad + c * (w + pad), y0))

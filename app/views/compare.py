@@ -21,7 +21,8 @@ with tab_runs:
     else:
         st.dataframe(runs_frame(runs), hide_index=True, key="runs_table")
         names = [r.name for r in runs]
-        default = [r.name for r in runs if r.final_acc is not None][:4] or names[:2]
+        default = ([r.name for r in runs if r.final_acc is not None and r.state == "finished"][:4]
+                   or [r.name for r in runs if r.final_acc is not None][:4] or names[:2])
         picked = st.multiselect("Compare these runs", names, default=default, key="cmp_runs")
         sel = [r for r in runs if r.name in picked]
         if sel:
