@@ -240,7 +240,8 @@ def _cmd_demo(a) -> int:
     if not app.exists():
         raise IfheError(f"the demo app is not installed next to the package ({app}); run from a source checkout")
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(a.port),
-           "--server.headless", str(a.headless).lower(), "--browser.gatherUsageStats", "false"]
+           "--server.headless", str(a.headless).lower(), "--browser.gatherUsageStats", "false",
+           "--server.fileWatcherType", "none"]  # no polling of the source tree while runs use the cores
     env = dict(os.environ)
     if a.data:
         env["IFHE_DATA"] = a.data
