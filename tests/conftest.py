@@ -49,6 +49,3 @@ def tiny_teacher():
     torch.manual_seed(0)
     return attach_dataset(freeze(create_model("wrn16_1", 10)), "cifar10")
 
-
-TINY_RUN = dict(synth={"batch_size": 8, "iterations": 3, "commit_every": 1},
-                distill={"steps_per_round": 3, "batch_size": 8}, log_every=1, checkpoint_seconds=0)

@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from conftest import TINY_RUN
+from tiny_settings import TINY_RUN
 from ifhe.checkpoint import load_state
 from ifhe.config import METHODS, make_config
 from ifhe.errors import DivergenceError, IfheError

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from conftest import TINY_RUN
+from tiny_settings import TINY_RUN
 from ifhe.errors import IfheError
 from ifhe.reproduce import Cell, plan, run_cell, table_markdown, write_results
 
