@@ -272,9 +272,12 @@ def _cmd_features(a) -> int:
     if a.stage not in teacher.stages:
         raise IfheError(f"--stage {a.stage}: {teacher.arch} has {', '.join(teacher.stages)}")
     sets = {}
-    for path in a.sets or []:
+    for item in a.sets or []:
+        name, _, path = item.rpartition("=")
+        p = Path(path)
+        if not name:  # runs/x/seed0 is called "x" (the method), other folders by their own name
+            name = p.parent.name if p.name.startswith("seed") and p.parent.name else p.name
         bank = _bank_of(path)
-        name = Path(path).name
         if name in sets or name == "real":
             raise IfheError(f"--sets: two sets are called {name!r}; rename a folder")
         sets[name] = (bank.images, bank.labels)
@@ -366,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("--teacher", default="cifar10_wrn16_2")
     fe.add_argument("--teacher-arch", dest="teacher_arch")
     fe.add_argument("--real", help="folder/.npz with real test images (the map is fitted on them)")
-    fe.add_argument("--sets", nargs="*", help="run folders or bank folders of synthesized images")
+    fe.add_argument("--sets", nargs="*", help="run or bank folders of synthesized images, optionally NAME=FOLDER")
     fe.add_argument("--stage", default="block2")
     fe.add_argument("--n-per-set", dest="n_per_set", type=int, default=1000)
     fe.add_argument("--n-real", dest="n_real", type=int, default=2000)
