@@ -85,3 +85,24 @@ def test_feature_map_and_report(tiny_teacher, tiny_cifar, tmp_path):
     assert paths["png"].stat().st_size > 1000 and "| noise | block1 | 50 |" in paths["md"].read_text()
     fm2 = compute_feature_map(tiny_teacher, {"noise": syn}, None, "block1", n_per_set=50, cache_dir=tmp_path / "c")
     assert fm2.fitted_on == "synthesized" and "union" in fm2.note
+
+
+def test_features_cli_on_engine_banks(tiny_cifar, tmp_path, capsys):
+    from ifhe.cli import main
+    from ifhe.config import make_config
+    from ifhe.experiment import Run, run_to_end
+    from ifhe.models import create_model
+    from ifhe.zoo import save_model
+    from tiny_settings import TINY_RUN
+    torch.manual_seed(0)
+    teacher = tmp_path / "t.safetensors"
+    save_model(teacher, create_model("wrn16_1", 10), "cifar10")
+    for method in ("ifhe", "deepinversion"):
+        cfg = make_config(method, teacher=str(teacher), rounds=2, **{k: v for k, v in TINY_RUN.items()})
+        run_to_end(Run(cfg, tmp_path / "runs" / method / "seed0", test_set=None))
+    code = main(["features", "--teacher", str(teacher), "--real", str(tiny_cifar), "--stage", "block1",
+                 "--sets", str(tmp_path / "runs" / "ifhe" / "seed0"), f"DI={tmp_path / 'runs' / 'deepinversion' / 'seed0'}",
+                 "--n-per-set", "16", "--n-real", "100", "--out", str(tmp_path / "report")])
+    out = capsys.readouterr().out
+    assert code == 0 and "| ifhe | block1 | 16 |" in out and "| DI | block1 | 16 |" in out
+    assert (tmp_path / "report" / "report.html").exists()
