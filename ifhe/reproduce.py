@@ -105,6 +105,13 @@ def _mean_std(xs: list[float]) -> str:
     return f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs):.2f}"
 
 
+def _time_unit(summaries: list[dict]) -> str:
+    """How the budgets were measured, from the runs' own configs (threads may differ between sweeps)."""
+    threads = sorted({s["config"].get("threads") for s in summaries if s.get("config")} - {None})
+    t = "/".join(map(str, threads)) if threads else "all cores'"
+    return f"CPU time per thread, {t} thread{'s' if t != '1' else ''}"
+
+
 def table_markdown(summaries: list[dict], zoo: dict[str, dict], budget_minutes: float) -> str:
     pairs = list(dict.fromkeys(s["pair"] for s in summaries))
     variants = list(dict.fromkeys(s["variant"] for s in summaries))
@@ -127,7 +134,7 @@ def table_markdown(summaries: list[dict], zoo: dict[str, dict], budget_minutes: 
     n_seeds = len({s["seed"] for s in summaries})
     lines.append("")
     lines.append(f"Student top-1 (%) on the real CIFAR-10 test set (all 10,000 images) after {budget_minutes:g} "
-                 f"minutes of training time per run (CPU time per thread, 2 threads; evaluations excluded), "
+                 f"minutes of training time per run ({_time_unit(summaries)}; evaluations excluded), "
                  f"mean ± std over {n_seeds} seed(s).")
     return "\n".join(lines) + "\n"
 
@@ -148,7 +155,7 @@ def write_curves(summaries: list[dict], out: Path) -> dict[str, Path]:
         label = f"{s['variant']} ({s['pair']}, seed {s['seed']})"
         ax.plot(xs, ys, marker=".", label=label)
         fig_p.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=label))
-    ax.set_xlabel("training time (min of CPU time per thread, 2 threads; evaluation excluded)")
+    ax.set_xlabel(f"training time (min of {_time_unit(summaries)}; evaluation excluded)")
     ax.set_ylabel("student top-1 on real test images (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)

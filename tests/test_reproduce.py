@@ -42,10 +42,11 @@ def test_sweep_resumes_and_writes_table(tiny_teacher, tiny_cifar, tmp_path):
 
 
 def test_table_mean_and_std():
-    s = [{"pair": "cifar10_wrn16_2-wrn16_1", "variant": "ifhe", "seed": i, "student_acc": a}
-         for i, a in enumerate([50.0, 52.0])]
+    s = [{"pair": "cifar10_wrn16_2-wrn16_1", "variant": "ifhe", "seed": i, "student_acc": a,
+          "config": {"threads": 1}} for i, a in enumerate([50.0, 52.0])]
     md = table_markdown(s, {"cifar10_wrn16_2": {"test_accuracy": 91.0}}, 20)
     assert "51.00 ± 1.41" in md and "| teacher | 91.0 |" in md
+    assert "CPU time per thread, 1 thread;" in md
 
 
 def test_plan_rejects_unknowns():
