@@ -15,7 +15,7 @@ from .device import fast_layout, pick_device
 from .errors import IfheError
 from .evaluation import evaluate
 from .jsonl import JsonlLog
-from .models import create_model
+from .models import check_architecture, create_model
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class TrainConfig:
     init_from: str | None = None  # start from these weights (zoo name or .safetensors): a fine-tuning stage
 
     def validate(self) -> "TrainConfig":
+        check_architecture(self.arch)  # before any data is looked for (or downloaded)
         for name in ("epochs", "batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise IfheError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -29,10 +29,15 @@ _REGISTRY: dict[str, Callable[[int], nn.Module]] = {
 ARCHITECTURES = tuple(_REGISTRY)
 
 
-def create_model(name: str, num_classes: int) -> nn.Module:
-    """Build a freshly initialised classifier by registry name."""
+def check_architecture(name: str) -> str:
     if name not in _REGISTRY:
         raise IfheError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
+    return name
+
+
+def create_model(name: str, num_classes: int) -> nn.Module:
+    """Build a freshly initialised classifier by registry name."""
+    check_architecture(name)
     if not isinstance(num_classes, int) or num_classes < 2:
         raise IfheError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     model = _REGISTRY[name](num_classes)
