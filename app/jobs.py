@@ -52,16 +52,6 @@ def default_max_jobs() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
-def yield_to_server(step: int = 5) -> None:
-    """Lower the calling job thread's scheduling priority (Linux nice is per thread), so the web server's own
-    thread wins the CPU whenever both want it and the page and health check stay responsive under load."""
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + step))
-    except (AttributeError, OSError):  # no per-thread nice here (macOS, Windows): best effort only
-        pass
-
-
 def default_threads(max_jobs: int) -> int:
     env = os.environ.get("IFHE_APP_THREADS")
     if env:
@@ -255,7 +245,6 @@ class Job:
         from ifhe.errors import IfheError
         default_threads = torch.get_num_threads()  # the process default, for threads started later
         try:
-            yield_to_server()
             torch.set_num_threads(self.threads)
             from ifhe.experiment import Run
             self._mark("thread started")

@@ -499,22 +499,3 @@ def test_compare_page(env):
     pts = alpha_points(list_runs(env))
     assert pts["WRN16-1/WRN16-1"] == [(0.0, 55.0), (0.5, 58.0)]
 
-
-@pytest.mark.skipif(not hasattr(threading, "get_native_id") or os.name != "posix", reason="per-thread nice is Linux")
-def test_job_threads_yield_to_the_server():
-    from app.jobs import yield_to_server
-
-    seen = {}
-
-    def job():
-        tid = threading.get_native_id()
-        before = os.getpriority(os.PRIO_PROCESS, tid)
-        yield_to_server()
-        seen["job"] = (before, os.getpriority(os.PRIO_PROCESS, tid))
-
-    t = threading.Thread(target=job)
-    t.start()
-    t.join()
-    before, after = seen["job"]
-    assert after == min(19, before + 5)
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before  # the server thread keeps its own
