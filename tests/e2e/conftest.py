@@ -31,7 +31,7 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     publish_test_teacher(root / "pretrained")
     env = {"IFHE_PRETRAINED": str(root / "pretrained"), "IFHE_APP_RUNS": str(root / "runs"),
-           "IFHE_APP_MAX_JOBS": "2", "IFHE_APP_THREADS": "1"}
+           "IFHE_APP_MAX_JOBS": "1", "IFHE_APP_THREADS": "1"}  # the default on 2 cores: one core stays free
     with Server(env, log=root / "server.log") as s:
         s.root = root
         yield s
