@@ -307,8 +307,8 @@ def _cmd_reproduce(a) -> int:
     summaries = []
     for i, cell in enumerate(cells, 1):
         print(f"[{i}/{len(cells)}] {cell.pair} {cell.variant} seed {cell.seed}", flush=True)
-        s = run_cell(cell, out, a.budget_minutes, a.data, {"eval_images": a.eval_images, "eval_every": a.eval_every, "threads": a.threads},
-                     final_test_set=final_test)
+        overrides = {"eval_images": a.eval_images, "eval_every": a.eval_every, "threads": a.threads}
+        s = run_cell(cell, out, a.budget_minutes, a.data, overrides, final_test_set=final_test)
         acc = f"{s['student_acc']:.2f}%" if s["student_acc"] is not None else "not evaluated"
         print(f"    student {acc} after {s['rounds']} rounds, {s['kd_steps']} KD steps, bank {s['bank_size']}",
               flush=True)

@@ -498,4 +498,3 @@ def test_compare_page(env):
     from app.runs import list_runs
     pts = alpha_points(list_runs(env))
     assert pts["WRN16-1/WRN16-1"] == [(0.0, 55.0), (0.5, 58.0)]
-

@@ -98,7 +98,7 @@ def test_features_cli_on_engine_banks(tiny_cifar, tmp_path, capsys):
     teacher = tmp_path / "t.safetensors"
     save_model(teacher, create_model("wrn16_1", 10), "cifar10")
     for method in ("ifhe", "deepinversion"):
-        cfg = make_config(method, teacher=str(teacher), rounds=2, **{k: v for k, v in TINY_RUN.items()})
+        cfg = make_config(method, teacher=str(teacher), rounds=2, **TINY_RUN)
         run_to_end(Run(cfg, tmp_path / "runs" / method / "seed0", test_set=None))
     code = main(["features", "--teacher", str(teacher), "--real", str(tiny_cifar), "--stage", "block1",
                  "--sets", str(tmp_path / "runs" / "ifhe" / "seed0"), f"DI={tmp_path / 'runs' / 'deepinversion' / 'seed0'}",
