@@ -31,9 +31,11 @@ def _cmd_train_teacher(a) -> int:
     print(f"test accuracy {result['test_acc']:.2f}% after {result['epochs_done']:.2f} epochs")
     if a.publish and result["finished"]:
         recipe = "ifhe train-teacher " + " ".join(shlex.quote(x) for x in a.argv if x != "--resume")
+        epochs = cfg.epochs
         if cfg.init_from and cfg.init_from in read_manifest():  # a fine-tuning stage: keep the whole history
-            recipe = f"{read_manifest()[cfg.init_from]['recipe']} && {recipe}"
-        entry = publish(result["model"], a.publish, cfg.dataset, result["test_acc"], cfg.epochs, recipe)
+            earlier = read_manifest()[cfg.init_from]
+            recipe, epochs = f"{earlier['recipe']} && {recipe}", earlier["epochs"] + cfg.epochs
+        entry = publish(result["model"], a.publish, cfg.dataset, result["test_acc"], epochs, recipe)
         print(f"published {a.publish}: {entry['file']} sha256 {entry['sha256'][:12]}")
     return 0
 
