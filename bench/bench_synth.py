@@ -26,12 +26,12 @@ from ifhe.models.generator import Generator
 from ifhe.synth import InversionSynthesizer
 
 
-def build(t, method: str, batch: int):
+def build(t, method: str, batch: int, precision: str = "fp32"):
     synth, _ = preset(method, "cpu")
     synth = replace(synth, batch_size=batch, iterations=10 ** 6)
     student = create_model("wrn16_1", 10).to(memory_format=torch.channels_last)
     head = head_for(t, synth.h_stages, synth.h_hidden)
-    s = InversionSynthesizer(synth, t, student, head, t.normalizer, 10, torch.device("cpu"))
+    s = InversionSynthesizer(synth, t, student, head, t.normalizer, 10, torch.device("cpu"), precision)
     s.start_round(0)
     return s
 
@@ -107,14 +107,17 @@ def main() -> None:
     ours = build(t, "ifhe", a.batch)
     sec_ours = timed(ours.step, a.repeats)
 
-    rows = [("ours", sec_ours)] + reference_rows(t, a.batch, a.repeats)
+    sec_bf16 = timed(build(t, "ifhe", a.batch, "bf16").step, a.repeats)
+    rows = [("ours", sec_ours), ("ours, --precision bf16", sec_bf16)] + reference_rows(t, a.batch, a.repeats)
     for name, sec in rows:
         print(f"  IFHE iteration, {name:62s} {sec:.3f} s  ({sec / sec_ours:.2f}x ours)")
-    print(f"IFHE iteration: ours {sec_ours:.3f} s vs the reference code's way {rows[-1][1]:.3f} s -> "
-          f"{rows[-1][1] / sec_ours:.2f}x faster")
+    ref = rows[-1][1]
+    print(f"IFHE iteration: ours {sec_ours:.3f} s (fp32), {sec_bf16:.3f} s (bf16) vs the reference code's way "
+          f"{ref:.3f} s -> {ref / sec_ours:.2f}x faster in fp32, {ref / sec_bf16:.2f}x in bf16")
     for method in ("deepinversion", "cmi", "fast", "dfq"):
-        s = build(t, method, a.batch)
-        print(f"{method:14s} iteration: {timed(s.step, a.repeats):.3f} s at batch {a.batch}")
+        for precision in ("fp32", "bf16"):
+            s = build(t, method, a.batch, precision)
+            print(f"{method:14s} iteration, {precision}: {timed(s.step, a.repeats):.3f} s at batch {a.batch}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ METHODS = ("deepinversion", "adi", "dafl", "zskt", "dfq", "cmi", "fast", "ifhe")
 PARAMETRIZATIONS = ("pixels", "generator", "meta")
 ADV_KINDS = ("masked_kl", "kl", "js")
 SCALES = ("reference", "cpu")
+PRECISIONS = ("fp32", "bf16")  # of forward passes; see ifhe.device.autocast
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ class RunConfig:
     seed: int = 0
     device: str | None = None
     threads: int | None = None
+    precision: str = "fp32"           # fp32 | bf16: forward passes of synthesis and KD (losses stay fp32)
     log_every: int = 10               # host syncs (loss read-out, NaN check) every k steps
     preview_every: int = 0            # 0 = no image previews in events (CLI); the app sets it
     data: str | None = None
@@ -122,6 +124,7 @@ class RunConfig:
         _choice("method", self.method, METHODS)
         _choice("scale", self.scale, SCALES)
         _choice("clock", self.clock, ("wall", "cpu"))
+        _choice("precision", self.precision, PRECISIONS)
         _positive_int("rounds", self.rounds)
         _positive_int("log_every", self.log_every)
         _non_negative("eval_every", self.eval_every)

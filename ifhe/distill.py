@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .data import ImageSet, Normalizer, random_crop_flip, to_unit
+from .device import autocast
 from .evaluation import evaluate, predict_logits
 from .hooks import FeatureTap
 from .losses import kd_kl
@@ -33,17 +34,21 @@ def prepare_batch(x_uint8: torch.Tensor, normalizer: Normalizer, device: torch.d
 
 
 def kd_step(student: nn.Module, head: nn.Module | None, teacher: nn.Module, x: torch.Tensor,
-            opt: torch.optim.Optimizer, T: float, h_stages: tuple[str, ...]) -> dict[str, torch.Tensor]:
+            opt: torch.optim.Optimizer, T: float, h_stages: tuple[str, ...],
+            precision: str = "fp32") -> dict[str, torch.Tensor]:
     """One SGD step on a normalized batch; returns detached 0-d loss tensors (no host sync)."""
     student.train()
-    with torch.no_grad(), FeatureTap(teacher, h_stages if head is not None else ()) as tap:
-        t_logits = teacher(x)
-        f_t = tap.concat() if head is not None else None
-    loss_s = kd_kl(student(x), t_logits, T=T)
+    with autocast(x.device, precision):
+        with torch.no_grad(), FeatureTap(teacher, h_stages if head is not None else ()) as tap:
+            t_logits = teacher(x).float()
+            f_t = tap.concat() if head is not None else None
+        s_logits = student(x).float()
+        h_logits = head(f_t).float() if head is not None else None
+    loss_s = kd_kl(s_logits, t_logits, T=T)
     losses = {"kd_student": loss_s}
     total = loss_s
     if head is not None:
-        loss_h = kd_kl(head(f_t), t_logits, T=T)
+        loss_h = kd_kl(h_logits, t_logits, T=T)
         losses["kd_head"] = loss_h
         total = total + loss_h
     opt.zero_grad(set_to_none=True)

@@ -207,7 +207,7 @@ class Run:
         if self.dist.rank:  # same student init everywhere, different synthesized images per rank
             torch.manual_seed(cfg.seed + 1_000_003 * self.dist.rank)
         self.synth = InversionSynthesizer(replace(cfg.synth, batch_size=share[0]), self.teacher, self.student,
-                                          self.head, self.teacher.normalizer, nc, self.device)
+                                          self.head, self.teacher.normalizer, nc, self.device, cfg.precision)
         self.kd_batch = share[1]
         d = cfg.distill
         self.opt = make_kd_optimizer(self.student, self.head if d.train_head else None, d.lr, d.momentum,
@@ -409,7 +409,8 @@ class Run:
             else:
                 xb, _ = self.bank.sample(self.kd_batch)
                 x = prepare_batch(xb, self.teacher.normalizer, self.device, d.augment)
-            losses = kd_step(self.kd_student, self.kd_head, self.teacher, x, self.opt, d.T, self.cfg.synth.h_stages)
+            losses = kd_step(self.kd_student, self.kd_head, self.teacher, x, self.opt, d.T, self.cfg.synth.h_stages,
+                             cfg.precision)
             p.kd_steps += 1
             n0 += d.batch_size
             for name, v in losses.items():

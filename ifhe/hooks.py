@@ -50,7 +50,7 @@ class BNStatHook(_Hooks):
             raise IfheError("model has no BatchNorm2d layer: the BN-statistics loss cannot be used with it")
 
     def _record(self, module: nn.BatchNorm2d, inputs, output) -> None:
-        x = inputs[0]
+        x = inputs[0].float()  # under bf16 autocast E[x^2] - E[x]^2 would lose every digit
         # E[x^2] - E[x]^2: two plain reductions, up to 2x faster than var_mean on channels_last batches here
         mean = x.mean(dim=(0, 2, 3))
         var = (x * x).mean(dim=(0, 2, 3)).sub(mean * mean).clamp_min(0)
@@ -81,6 +81,7 @@ class FeatureTap(_Hooks):
 
     def _recorder(self, stage: str):
         def record(module, inputs, output):
+            output = output.float()  # features and every loss on them stay float32 under bf16 autocast
             if self.pool and output.dim() == 4:
                 output = output.mean(dim=(2, 3))
             self.features[stage] = output

@@ -110,7 +110,8 @@ def _time_unit(summaries: list[dict]) -> str:
     """How the budgets were measured, from the runs' own configs (threads may differ between sweeps)."""
     threads = sorted({s["config"].get("threads") for s in summaries if s.get("config")} - {None})
     t = "/".join(map(str, threads)) if threads else "all cores'"
-    return f"CPU time per thread, {t} thread{'s' if t != '1' else ''}"
+    bf16 = any(s["config"].get("precision") == "bf16" for s in summaries if s.get("config"))
+    return f"CPU time per thread, {t} thread{'s' if t != '1' else ''}{', bf16 forward passes' if bf16 else ''}"
 
 
 def table_markdown(summaries: list[dict], zoo: dict[str, dict], budget_minutes: float) -> str:

@@ -16,6 +16,7 @@ from .. import losses as L
 from ..config import SynthConfig
 from ..errors import IfheError
 from ..data import Normalizer, random_crop_flip, random_resized_crop, to_uint8
+from ..device import autocast
 from ..hooks import BNStatHook, FeatureTap
 from .base import StepReport, Synthesizer, no_param_grads
 from .generative import GeneratorImages, MetaGeneratorImages
@@ -72,8 +73,9 @@ def make_parametrization(cfg: SynthConfig, normalizer: Normalizer, device: torch
 
 class InversionSynthesizer(Synthesizer):
     def __init__(self, cfg: SynthConfig, teacher: nn.Module, student: nn.Module, head: nn.Module | None,
-                 normalizer: Normalizer, num_classes: int, device: torch.device):
+                 normalizer: Normalizer, num_classes: int, device: torch.device, precision: str = "fp32"):
         self.cfg = cfg.validate()
+        self.precision = precision
         if student is teacher:
             # the reference code did this for GAN-style methods, silently zeroing the adversarial term
             raise IfheError("the student must be a different model from the teacher")
@@ -129,12 +131,12 @@ class InversionSynthesizer(Synthesizer):
         self.param.zero_grad()
         if self.cr_opt is not None:
             self.cr_opt.zero_grad(set_to_none=True)
-        with no_param_grads(self.student, self.head):
-            x01 = self.param.render()
+        with no_param_grads(self.student, self.head), autocast(self.device, self.precision):
+            x01 = self.param.render().float()  # the kept images are never rounded to bf16
             x = self.normalizer(random_crop_flip(x01)).contiguous(memory_format=torch.channels_last)
             with BNStatHook(self.teacher, instance_means=cfg.cr > 0) as bn, \
                     FeatureTap(self.teacher, stages) as tap:
-                t_logits = self.teacher(x)
+                t_logits = self.teacher(x).float()
                 global_stats = bn.stats
                 bn.clear()
                 targets = t_logits.argmax(1).detach() if cfg.targets == "argmax" else self.targets
@@ -164,9 +166,9 @@ class InversionSynthesizer(Synthesizer):
         if cfg.oh > 0:
             terms["oh"] = L.one_hot_ce(t_logits, targets)
         if cfg.alpha > 0:
-            terms["H"] = L.heterogeneity_ce(self.head(tap.concat_of(cfg.h_stages)), targets)
+            terms["H"] = L.heterogeneity_ce(self.head(tap.concat_of(cfg.h_stages)).float(), targets)
         if cfg.gamma > 0 and self.round >= cfg.adv_warmup_rounds:
-            s_logits = self.student(x)
+            s_logits = self.student(x).float()
             if cfg.adv_kind == "js":
                 terms["adv"] = -L.js_divergence(s_logits, t_logits, T=cfg.adv_T)
             else:
@@ -188,7 +190,7 @@ class InversionSynthesizer(Synthesizer):
         self.teacher(local_view)
         local_f = torch.cat([s.instance_mean for s in bn.stats], dim=1)
         cached_local, cached_global = self.negatives.all().chunk(2, dim=1)
-        proj = self.cr_head(torch.cat([local_f, cached_local, global_f, cached_global]))
+        proj = self.cr_head(torch.cat([local_f, cached_local, global_f, cached_global])).float()
         p_local, p_global = proj.chunk(2, dim=0)
         self._feats = torch.cat([local_f, global_f], dim=1).detach()
         return L.contrastive_loss(p_local, p_global, T=self.cfg.cr_T, n_current=local_f.shape[0])
