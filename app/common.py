@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from ifhe.config import METHODS
+from ifhe.config import METHODS, PRECISIONS
 from ifhe.errors import IfheError
 
 from . import widgets as W
@@ -18,6 +18,7 @@ REFRESH_S = 0.4               # live views poll the job snapshot this often (2.5
 FORM_DEFAULTS = {
     "dataset": "cifar10", "teacher": None, "teacher_path": None, "teacher_summary": None, "upload_arch": "(from file)",
     "student": "wrn16_1", "method": "ifhe", "seed": 0, "kd_between": False, "device": "auto",
+    "precision": "fp32",
     "run_name": "", "eval_every": 50, "eval_images": 1000, "budget": 0.0,
 }
 FORM_KEYS = tuple(FORM_DEFAULTS) + tuple(W.form_defaults("ifhe"))
@@ -280,6 +281,8 @@ def advanced_panel() -> None:
         c2.number_input("Seed", min_value=0, max_value=2 ** 31 - 1, key="seed")
         c1.number_input("Rounds", min_value=1, max_value=100000, key="rounds")
         c2.selectbox("Device", ("auto", "cpu", "cuda"), key="device")
+        c1.selectbox("Precision of forward passes", PRECISIONS, key="precision",
+                     help="bf16 about halves a step on CPUs with AVX512-BF16 and on recent GPUs; losses stay fp32")
         st.checkbox("Distill between rounds (KD steps from the Distill page)", key="kd_between")
         st.text_input("Run name (optional folder name under the runs folder)", key="run_name", max_chars=80)
 

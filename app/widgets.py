@@ -269,7 +269,8 @@ def build_config(v: dict, kind: str):
     device = v.get("device") or "auto"
     eval_images = int(v.get("eval_images") or 0) or None
     run = dict(teacher=str(teacher), student=v["student"], rounds=int(v["rounds"]), seed=int(v.get("seed") or 0),
-               device=None if device == "auto" else device, log_every=1, preview_every=1,
+               device=None if device == "auto" else device, precision=v.get("precision") or "fp32",
+               log_every=1, preview_every=1,
                eval_every=int(v.get("eval_every") or 0), eval_images=eval_images,
                budget_minutes=float(budget) if budget else None, checkpoint_seconds=30.0)
     return make_config(v["method"], "cpu", synth, distill, **run)

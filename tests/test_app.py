@@ -150,6 +150,18 @@ def test_start_pause_step_live_weights_stop(env):
     assert not at.button(key="start_synth").disabled
 
 
+def test_precision_choice_reaches_the_run(env):
+    at = small(new_app())
+    assert at.selectbox(key="precision").value == "fp32"
+    at.selectbox(key="precision").set_value("bf16").run()
+    at.button(key="start_synth").click().run()
+    no_exceptions(at)
+    job = job_of(at)
+    assert job is not None and job.cfg.precision == "bf16"
+    wait_until(lambda: job.snapshot().grid_png is not None, what="first image grid in bf16")
+    jobs.registry().stop_all()
+
+
 def test_reload_and_page_switch_reattach_never_kill(env):
     at = small(new_app())
     at.button(key="start_synth").click().run()
