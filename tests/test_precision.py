@@ -73,6 +73,9 @@ def test_bf16_kd_step_matches_fp32(teacher):
         torch.testing.assert_close(v, out["fp32"][name], rtol=0.08, atol=0.01, msg=name)
 
 
-def test_unknown_precision_is_refused():
+def test_unknown_precision_is_refused(teacher):
     with pytest.raises(IfheError, match="precision.*fp16.*fp32, bf16"):
         make_config("ifhe", "cpu", precision="fp16")
+    with pytest.raises(IfheError, match="fp16"):  # the library path, not only the config
+        InversionSynthesizer(preset("ifhe", "cpu")[0], teacher, create_model("wrn16_1", 10), head_for(teacher),
+                             teacher.normalizer, 10, CPU, "fp16")

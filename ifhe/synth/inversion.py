@@ -75,6 +75,7 @@ class InversionSynthesizer(Synthesizer):
     def __init__(self, cfg: SynthConfig, teacher: nn.Module, student: nn.Module, head: nn.Module | None,
                  normalizer: Normalizer, num_classes: int, device: torch.device, precision: str = "fp32"):
         self.cfg = cfg.validate()
+        autocast(device, precision)  # an unknown precision fails here, not at the first step
         self.precision = precision
         if student is teacher:
             # the reference code did this for GAN-style methods, silently zeroing the adversarial term
