@@ -20,7 +20,9 @@ def _add_data(p: argparse.ArgumentParser) -> None:
 
 
 def _add_precision(p: argparse.ArgumentParser, default: str | None = None) -> None:
-    p.add_argument("--precision", choices=("fp32", "bf16"), default=default,
+    from .config import PRECISIONS
+
+    p.add_argument("--precision", choices=PRECISIONS, default=default,
                    help="forward passes of synthesis and KD; bf16 about halves a step on CPUs with AVX512-BF16 "
                         "and on recent GPUs (losses stay fp32)")
 
@@ -38,8 +40,8 @@ def _cmd_train_teacher(a) -> int:
     if a.publish and result["finished"]:
         recipe = "ifhe train-teacher " + " ".join(shlex.quote(x) for x in a.argv if x != "--resume")
         epochs = cfg.epochs
-        if cfg.init_from and cfg.init_from in read_manifest():  # a fine-tuning stage: keep the whole history
-            earlier = read_manifest()[cfg.init_from]
+        earlier = read_manifest().get(cfg.init_from) if cfg.init_from else None
+        if earlier:  # a fine-tuning stage of a zoo model: keep the whole history
             recipe, epochs = f"{earlier['recipe']} && {recipe}", earlier["epochs"] + cfg.epochs
         entry = publish(result["model"], a.publish, cfg.dataset, result["test_acc"], epochs, recipe)
         print(f"published {a.publish}: {entry['file']} sha256 {entry['sha256'][:12]}")

@@ -16,7 +16,7 @@ from .. import losses as L
 from ..config import SynthConfig
 from ..errors import IfheError
 from ..data import Normalizer, random_crop_flip, random_resized_crop, to_uint8
-from ..device import autocast
+from ..device import autocast, check_precision
 from ..hooks import BNStatHook, FeatureTap
 from .base import StepReport, Synthesizer, no_param_grads
 from .generative import GeneratorImages, MetaGeneratorImages
@@ -75,8 +75,7 @@ class InversionSynthesizer(Synthesizer):
     def __init__(self, cfg: SynthConfig, teacher: nn.Module, student: nn.Module, head: nn.Module | None,
                  normalizer: Normalizer, num_classes: int, device: torch.device, precision: str = "fp32"):
         self.cfg = cfg.validate()
-        autocast(device, precision)  # an unknown precision fails here, not at the first step
-        self.precision = precision
+        self.precision = check_precision(precision)  # an unknown one fails here, not at the first step
         if student is teacher:
             # the reference code did this for GAN-style methods, silently zeroing the adversarial term
             raise IfheError("the student must be a different model from the teacher")
