@@ -345,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--label-smoothing", dest="label_smoothing", type=float)
     t.add_argument("--seed", type=int)
     t.add_argument("--init-from", dest="init_from", help="start from these weights (zoo name or .safetensors)")
+    t.add_argument("--schedule", choices=("one_cycle", "swa"),
+                   help="one_cycle (default): warm-up then cosine; swa: constant --max-lr, the weights at the end "
+                        "of every epoch averaged, BN statistics recomputed (a fine-tuning stage after --init-from)")
     t.add_argument("--out", required=True)
     t.add_argument("--resume", action="store_true", help="continue the run in --out after a kill")
     t.add_argument("--publish", metavar="NAME", help="when finished, add to pretrained/ under NAME")

@@ -18,6 +18,9 @@ from .jsonl import JsonlLog
 from .models import check_architecture, create_model
 
 
+SCHEDULES = ("one_cycle", "swa")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     arch: str = "wrn16_2"
@@ -31,9 +34,14 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 100  # steps
     init_from: str | None = None  # start from these weights (zoo name or .safetensors): a fine-tuning stage
+    # one_cycle: warm-up then cosine to ~0. swa: constant max_lr, the weights at the end of every epoch averaged
+    # (stochastic weight averaging, Izmailov et al. 2018), BN statistics recomputed for the average at the end.
+    schedule: str = "one_cycle"
 
     def validate(self) -> "TrainConfig":
         check_architecture(self.arch)  # before any data is looked for (or downloaded)
+        if self.schedule not in SCHEDULES:
+            raise IfheError(f"schedule: unknown value {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         for name in ("epochs", "batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise IfheError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -49,6 +57,34 @@ def one_cycle_lr(step: int, total: int, max_lr: float, warmup: float) -> float:
         return max_lr / 25 + (max_lr - max_lr / 25) * step / warm
     t = (step - warm) / max(1, total - warm)
     return max_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def learning_rate(cfg: TrainConfig, step: int, total: int) -> float:
+    return cfg.max_lr if cfg.schedule == "swa" else one_cycle_lr(step, total, cfg.max_lr, cfg.warmup)
+
+
+def add_to_average(average: dict[str, torch.Tensor], model: torch.nn.Module, count: int) -> None:
+    """average <- average + (w - average) / (count + 1) for every floating-point tensor of the model."""
+    for k, v in model.state_dict().items():
+        if v.is_floating_point():
+            average[k].add_(v.detach() - average[k], alpha=1.0 / (count + 1))
+
+
+@torch.no_grad()
+def recompute_bn_statistics(model: torch.nn.Module, images: torch.Tensor, norm: Normalizer, dev: torch.device,
+                            batch_size: int = 500) -> None:
+    """Running BN statistics as the exact average over `images` (uint8): averaged weights need their own."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    model.train()
+    for i in range(0, len(images), batch_size):
+        model(norm(to_unit(images[i:i + batch_size].to(dev))).contiguous(memory_format=torch.channels_last))
+    for m, mom in zip(bns, momenta):
+        m.momentum = mom
+    model.eval()
 
 
 def initial_weights(source: str, arch: str, num_classes: int):
@@ -89,15 +125,21 @@ def train_classifier(cfg: TrainConfig, out: str | Path, data: str | None = None,
     steps_per_epoch = len(train_set) // cfg.batch_size
     total = steps_per_epoch * cfg.epochs
     step, aug_gen = 0, torch.Generator()
+    average = {k: torch.zeros_like(v) for k, v in model.state_dict().items() if v.is_floating_point()}
+    averaged = 0  # epochs in the SWA average
     if resume and ckpt_path.exists():
         state, meta = load_state(ckpt_path)
-        if meta.get("config") != asdict(cfg):
+        # a setting added after the checkpoint was written takes its default, which is what that run used
+        if {**asdict(TrainConfig()), **(meta.get("config") or {})} != asdict(cfg):
             raise IfheError(f"{ckpt_path}: was started with a different config {meta.get('config')}; "
                             f"resume with the same arguments")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         aug_gen.set_state(state["aug_rng"])
         step = state["step"]
+        averaged = int(state.get("swa_count", 0))
+        if averaged:
+            average = state["swa"]
     else:
         out.mkdir(parents=True, exist_ok=True)
         aug_gen.manual_seed(cfg.seed)
@@ -107,8 +149,9 @@ def train_classifier(cfg: TrainConfig, out: str | Path, data: str | None = None,
     log.keep(lambda r: r.get("epoch", 0) <= done_epochs)
 
     def save() -> None:
+        swa = {"swa": average} if averaged else {}
         save_state(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                               "aug_rng": aug_gen.get_state(), "step": step},
+                               "aug_rng": aug_gen.get_state(), "step": step, "swa_count": averaged, **swa},
                    {"config": asdict(cfg), "arch": cfg.arch, "dataset": cfg.dataset})
 
     from tqdm import tqdm
@@ -125,7 +168,7 @@ def train_classifier(cfg: TrainConfig, out: str | Path, data: str | None = None,
         yb = train_set.y[idx].to(dev, non_blocking=True)
         xb = norm(to_unit(xb)).contiguous(memory_format=torch.channels_last)
         for g in opt.param_groups:
-            g["lr"] = one_cycle_lr(step, total, cfg.max_lr, cfg.warmup)
+            g["lr"] = learning_rate(cfg, step, total)
         logits = model(xb)
         loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
         opt.zero_grad(set_to_none=True)
@@ -139,6 +182,9 @@ def train_classifier(cfg: TrainConfig, out: str | Path, data: str | None = None,
         if step % 20 == 0:
             bar.set_postfix(loss=f"{(loss_sum / max(seen, 1)).item():.3f}", epoch=epoch + 1)
         if step % steps_per_epoch == 0:
+            if cfg.schedule == "swa":
+                add_to_average(average, model, averaged)
+                averaged += 1
             acc = evaluate(model, test_set, norm, dev)
             log.append({"epoch": step // steps_per_epoch, "step": step, "train_loss": (loss_sum / seen).item(),
                         "train_acc": 100 * (correct / seen).item(), "test_acc": acc,
@@ -150,6 +196,10 @@ def train_classifier(cfg: TrainConfig, out: str | Path, data: str | None = None,
             save()
     save()
     bar.close()
+    if cfg.schedule == "swa" and step >= total:
+        # the checkpoint keeps the last iterate, so the average is rebuilt the same way after any resume
+        model.load_state_dict({**model.state_dict(), **average})
+        recompute_bn_statistics(model, train_set.x, norm, dev)
     acc = evaluate(model, test_set, norm, dev)
     return {"model": model, "test_acc": acc, "step": step, "total_steps": total,
             "epochs_done": step / steps_per_epoch, "finished": step >= total}

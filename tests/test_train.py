@@ -70,3 +70,40 @@ def test_fine_tuning_starts_from_given_weights(tiny_cifar, tmp_path):
     with pytest.raises(IfheError):
         train_classifier(TrainConfig(arch="wrn16_2", init_from=str(tmp_path / "init.safetensors")),
                          tmp_path / "bad", data=tiny_cifar, progress=False, max_steps=1)
+
+
+SWA = TrainConfig(arch="wrn16_1", epochs=2, batch_size=32, checkpoint_every=3, seed=3, schedule="swa", max_lr=0.05)
+
+
+def test_swa_returns_the_average_of_epoch_end_weights_with_fresh_bn_statistics(tiny_cifar, tmp_path):
+    from ifhe.checkpoint import load_state
+    one = train_classifier(SWA, tmp_path / "e1", data=tiny_cifar, progress=False, max_steps=10)  # end of epoch 1
+    w1 = {k: v.clone() for k, v in one["model"].state_dict().items()}
+    full = train_classifier(SWA, tmp_path / "full", data=tiny_cifar, progress=False)
+    w2 = load_state(tmp_path / "full" / "checkpoint.safetensors")[0]["model"]  # the last iterate
+    avg = full["model"].state_dict()
+    torch.testing.assert_close(avg["fc.weight"], (w1["fc.weight"] + w2["fc.weight"]) / 2)
+    bn = next(k for k in avg if k.endswith("running_mean"))
+    assert not torch.allclose(avg[bn], (w1[bn] + w2[bn]) / 2)  # recomputed for the averaged weights
+    cut = train_classifier(SWA, tmp_path / "cut", data=tiny_cifar, progress=False, max_steps=13)
+    assert not cut["finished"]
+    resumed = train_classifier(SWA, tmp_path / "cut", data=tiny_cifar, progress=False, resume=True)
+    for k, v in avg.items():
+        torch.testing.assert_close(resumed["model"].state_dict()[k], v, msg=k)
+
+
+def test_constant_rate_of_swa_and_unknown_schedule():
+    from ifhe.train import learning_rate
+    assert {learning_rate(SWA, s, 20) for s in range(20)} == {0.05}
+    with pytest.raises(IfheError, match="schedule"):
+        TrainConfig(schedule="step").validate()
+
+
+def test_checkpoint_from_before_the_schedule_setting_resumes(tiny_cifar, tmp_path):
+    from ifhe.checkpoint import load_state, save_state
+    train_classifier(CFG, tmp_path / "r", data=tiny_cifar, progress=False, max_steps=3)
+    path = tmp_path / "r" / "checkpoint.safetensors"
+    state, meta = load_state(path)
+    del meta["config"]["schedule"]
+    save_state(path, state, meta)
+    assert train_classifier(CFG, tmp_path / "r", data=tiny_cifar, progress=False, resume=True)["finished"]
