@@ -17,6 +17,7 @@ from .errors import IfheError
 METHODS = ("deepinversion", "adi", "dafl", "zskt", "dfq", "cmi", "fast", "ifhe")
 PARAMETRIZATIONS = ("pixels", "generator", "meta")
 ADV_KINDS = ("masked_kl", "kl", "js")
+DISTILL_SOURCES = ("bank", "generator", "round")
 SCALES = ("reference", "cpu")
 PRECISIONS = ("fp32", "bf16")  # of forward passes; see ifhe.device.autocast
 
@@ -50,6 +51,9 @@ class SynthConfig:
     commit_every: int = 1             # rounds between batches kept in the bank (GAN-style rounds are tiny)
     h_stages: tuple[str, ...] = ("block1", "block2", "block3")
     h_hidden: int = 256
+    # GAN-style methods score the generator against the student in training mode (batch statistics), the mode
+    # the student learns in; bank methods use its running statistics (eval mode), as their reference code does
+    student_train: bool = False
 
     def validate(self) -> "SynthConfig":
         _choice("synth.param", self.param, PARAMETRIZATIONS)
@@ -81,17 +85,19 @@ class DistillConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     T: float = 20.0                   # tau of KL(T/tau || S/tau)
-    source: str = "bank"              # bank (memory of synthesized images) | generator (fresh samples)
+    source: str = "bank"              # bank (memory of synthesized images) | generator (fresh samples every
+                                      # step) | round (the round's generated batch for all its steps, ZSKT)
     augment: bool = True
     train_head: bool = True           # h learns KL(T/tau || h(f_T)/tau) on the same batches
+    at: float = 0.0                   # attention transfer weight (ZSKT's beta): stages of equal size
 
     def validate(self) -> "DistillConfig":
-        _choice("distill.source", self.source, ("bank", "generator"))
+        _choice("distill.source", self.source, DISTILL_SOURCES)
         _non_negative("distill.steps_per_round", self.steps_per_round)
         _positive_int("distill.batch_size", self.batch_size)
         for name in ("lr", "T"):
             _positive(f"distill.{name}", getattr(self, name))
-        for name in ("momentum", "weight_decay"):
+        for name in ("momentum", "weight_decay", "at"):
             _non_negative(f"distill.{name}", getattr(self, name))
         return self
 
@@ -150,8 +156,8 @@ class RunConfig:
         self.distill.validate()
         if self.bank and self.distill.source != "bank":
             raise IfheError("bank: distilling from an existing bank needs distill.source=bank")
-        if self.distill.source == "generator" and self.synth.param == "pixels":
-            raise IfheError("distill.source=generator needs a generator; param=pixels has none")
+        if self.distill.source != "bank" and self.synth.param == "pixels":
+            raise IfheError(f"distill.source={self.distill.source} needs a generator; param=pixels has none")
         return self
 
 
@@ -191,9 +197,12 @@ _REFERENCE: dict[str, tuple[dict, dict]] = {
     "dafl": (dict(param="generator", iterations=1, batch_size=256, lr_z=0.0, reset_generator=False, nz=512,
                   beta=0.0, oh=1.0, act=0.1, balance=20.0, targets="argmax", commit_every=20),
              dict(steps_per_round=5, batch_size=256, source="generator")),
-    "zskt": (dict(param="generator", iterations=1, batch_size=256, lr_z=0.0, reset_generator=False, beta=0.0,
-                  gamma=1.0, adv_kind="kl", targets="argmax", commit_every=20),
-             dict(steps_per_round=5, batch_size=256, source="generator")),
+    # ZSKT as its own paper and code run it (the CMI scripts' ZSKT scored the teacher against itself): the
+    # generator maximizes KL(T||S) at T=1 against the student in training mode, then the student takes 10 steps
+    # on that one pseudo-batch with KL at T=1 plus attention transfer (beta 250)
+    "zskt": (dict(param="generator", iterations=1, batch_size=128, lr_z=0.0, reset_generator=False, beta=0.0,
+                  gamma=1.0, adv_kind="kl", targets="argmax", commit_every=20, student_train=True),
+             dict(steps_per_round=10, batch_size=128, source="round", T=1.0, at=250.0)),
     "dfq": (dict(param="generator", iterations=1, batch_size=256, lr_z=0.0, reset_generator=False, beta=1.0,
                  oh=1.0, gamma=1.0, adv_kind="kl", balance=20.0, targets="argmax", commit_every=20),
             dict(steps_per_round=10, batch_size=256, source="generator")),

@@ -11,7 +11,8 @@ from .data import ImageSet, Normalizer, random_crop_flip, to_unit
 from .device import autocast
 from .evaluation import evaluate, predict_logits
 from .hooks import FeatureTap
-from .losses import kd_kl
+from .errors import IfheError
+from .losses import attention_transfer, kd_kl
 
 
 def cosine_lr(base_lr: float, progress: float) -> float:
@@ -33,20 +34,50 @@ def prepare_batch(x_uint8: torch.Tensor, normalizer: Normalizer, device: torch.d
     return normalizer(to_unit(x_uint8.to(device, non_blocking=True))).contiguous(memory_format=torch.channels_last)
 
 
+def attention_pairs(student: nn.Module, teacher: nn.Module, device: torch.device) -> tuple[tuple[str, str], ...]:
+    """(student stage, teacher stage) pairs of equal spatial size, for attention transfer: WRN to WRN pairs
+    block1-3 by name, VGG11 (16, 8, 4, 2, 1 pixels) to ResNet18 (32, 16, 8, 4) pairs block1->block2 and so on."""
+    sizes = []
+    for model in (student, teacher):
+        stages = [s for s in model.stage_modules if s != "penultimate"]
+        with torch.no_grad(), FeatureTap(model, stages, pool=False) as tap:
+            was = model.training
+            model.eval()
+            model(torch.zeros(1, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last))
+            model.train(was)
+        sizes.append({tuple(tap.features[s].shape[2:]): s for s in stages})
+    pairs = tuple((name, sizes[1][hw]) for hw, name in sizes[0].items() if hw in sizes[1])
+    if not pairs:
+        raise IfheError("attention transfer: the student and the teacher have no stages of equal spatial size")
+    return pairs
+
+
 def kd_step(student: nn.Module, head: nn.Module | None, teacher: nn.Module, x: torch.Tensor,
             opt: torch.optim.Optimizer, T: float, h_stages: tuple[str, ...],
-            precision: str = "fp32") -> dict[str, torch.Tensor]:
-    """One SGD step on a normalized batch; returns detached 0-d loss tensors (no host sync)."""
+            precision: str = "fp32", at: float = 0.0,
+            at_pairs: tuple[tuple[str, str], ...] = ()) -> dict[str, torch.Tensor]:
+    """One SGD step on a normalized batch; returns detached 0-d loss tensors (no host sync).
+
+    With `at` > 0 the student also learns the teacher's spatial attention at the stage pairs `at_pairs`
+    (ZSKT's beta term)."""
     student.train()
+    inner = getattr(student, "module", student)  # hooks go on the model inside DistributedDataParallel
+    s_stages, t_stages = zip(*at_pairs) if at > 0 else ((), ())
     with autocast(x.device, precision):
-        with torch.no_grad(), FeatureTap(teacher, h_stages if head is not None else ()) as tap:
+        with torch.no_grad(), FeatureTap(teacher, h_stages if head is not None else ()) as tap, \
+                FeatureTap(teacher, t_stages, pool=False) as t_maps:
             t_logits = teacher(x).float()
             f_t = tap.concat() if head is not None else None
-        s_logits = student(x).float()
+        with FeatureTap(inner, s_stages, pool=False) as s_maps:
+            s_logits = student(x).float()
         h_logits = head(f_t).float() if head is not None else None
     loss_s = kd_kl(s_logits, t_logits, T=T)
     losses = {"kd_student": loss_s}
     total = loss_s
+    if at > 0:
+        loss_at = attention_transfer([s_maps.features[s] for s in s_stages], [t_maps.features[t] for t in t_stages])
+        losses["attention"] = loss_at
+        total = total + at * loss_at
     if head is not None:
         loss_h = kd_kl(h_logits, t_logits, T=T)
         losses["kd_head"] = loss_h
@@ -71,5 +102,5 @@ def evaluate_head(head: nn.Module, teacher: nn.Module, data: ImageSet, normalize
     return 100.0 * correct / max(1, len(data))
 
 
-__all__ = ["cosine_lr", "make_kd_optimizer", "prepare_batch", "kd_step", "evaluate", "evaluate_head",
+__all__ = ["attention_pairs", "cosine_lr", "make_kd_optimizer", "prepare_batch", "kd_step", "evaluate", "evaluate_head",
            "predict_logits"]

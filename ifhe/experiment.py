@@ -22,7 +22,7 @@ from .config import RunConfig, dump_yaml, from_dict, to_dict
 from .data import DATA_ENV, ImageSet, load_split
 from .device import fast_layout, pick_device, set_cpu_threads
 from .distributed import any_rank, barrier, gather_batches, init_from_env
-from .distill import cosine_lr, evaluate, evaluate_head, kd_step, make_kd_optimizer, prepare_batch
+from .distill import attention_pairs, cosine_lr, evaluate, evaluate_head, kd_step, make_kd_optimizer, prepare_batch
 from .errors import DataError, DivergenceError, IfheError
 from .heads import head_for
 from .jsonl import JsonlLog
@@ -209,6 +209,7 @@ class Run:
         self.synth = InversionSynthesizer(replace(cfg.synth, batch_size=share[0]), self.teacher, self.student,
                                           self.head, self.teacher.normalizer, nc, self.device, cfg.precision)
         self.kd_batch = share[1]
+        self.at_pairs = attention_pairs(self.student, self.teacher, self.device) if cfg.distill.at > 0 else ()
         d = cfg.distill
         self.opt = make_kd_optimizer(self.student, self.head if d.train_head else None, d.lr, d.momentum,
                                      d.weight_decay)
@@ -380,6 +381,7 @@ class Run:
                 images, labels = synth.images()
                 yield from self._emit(SynthStep(p.round, it, None, rate, images, labels))
         images, labels = synth.commit()
+        self._round_batch = images
         if cfg.distill.source == "bank" or (p.round + 1) % synth.cfg.commit_every == 0:
             shard = ""
             for rank, (x, y) in enumerate(gather_batches(self.dist, images, labels)):
@@ -407,10 +409,10 @@ class Run:
                 x = self.teacher.normalizer(self.synth.sample(self.kd_batch)).contiguous(
                     memory_format=torch.channels_last)
             else:
-                xb, _ = self.bank.sample(self.kd_batch)
+                xb = self.bank.sample(self.kd_batch)[0] if d.source == "bank" else self._from_round_batch()
                 x = prepare_batch(xb, self.teacher.normalizer, self.device, d.augment)
             losses = kd_step(self.kd_student, self.kd_head, self.teacher, x, self.opt, d.T, self.cfg.synth.h_stages,
-                             cfg.precision)
+                             cfg.precision, d.at, self.at_pairs)
             p.kd_steps += 1
             n0 += d.batch_size
             for name, v in losses.items():
@@ -423,6 +425,11 @@ class Run:
                 rate = n0 / max(self.clock.elapsed() - t0, 1e-9)
                 yield from self._emit(KDStep(p.round, p.kd_steps, vals, lr, rate))
         return True
+
+    def _from_round_batch(self) -> torch.Tensor:
+        n = len(self._round_batch)
+        idx = torch.randperm(n)[:self.kd_batch] if self.kd_batch <= n else torch.randint(0, n, (self.kd_batch,))
+        return self._round_batch[idx]
 
     def _check_finite(self, bad: dict[str, torch.Tensor], where: str) -> None:
         if not bad:

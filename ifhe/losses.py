@@ -96,6 +96,21 @@ def contrastive_loss(local_proj: torch.Tensor, global_proj: torch.Tensor, *, T: 
     return ce[:n_current].mean() + ce[n_current:].mean()
 
 
+def attention_map(features: torch.Tensor) -> torch.Tensor:
+    """Spatial attention of a (N, C, H, W) feature map: channel mean of squares, flattened, L2-normalised."""
+    return F.normalize(features.float().pow(2).mean(1).flatten(1), dim=1)
+
+
+def attention_transfer(student_maps: Sequence[torch.Tensor], teacher_maps: Sequence[torch.Tensor], *,
+                       reduction: str = "sum") -> torch.Tensor:
+    """Attention transfer (Zagoruyko & Komodakis; ZSKT's beta term): per pair of stages of equal spatial size,
+    the mean squared difference of the two attention maps; summed over the pairs."""
+    if len(student_maps) != len(teacher_maps) or not student_maps:
+        raise ValueError("attention_transfer needs one teacher map per student map, and at least one pair")
+    terms = [(attention_map(s) - attention_map(t)).pow(2).mean() for s, t in zip(student_maps, teacher_maps)]
+    return _reduce(torch.stack(terms), reduction)
+
+
 def dafl_activation_loss(features: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
     """DAFL: -|features|, rewarding strong penultimate activations."""
     return _reduce(-features.abs(), reduction)

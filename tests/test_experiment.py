@@ -113,3 +113,20 @@ def test_cli_run_resume_and_export(shipped_teacher, tiny_cifar, tmp_path):
     r = subprocess.run(base + ["export", "--bank", str(tmp_path / "r" / "bank"), "--out", str(tmp_path / "png")],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "exported 48 images" in r.stdout
+
+
+def test_round_source_distills_on_the_rounds_own_batch(tiny_teacher, tmp_path):
+    run = Run(cfg("zskt", rounds=2, distill={"steps_per_round": 3, "batch_size": 4}), tmp_path,
+              teacher=tiny_teacher, test_set=None)
+    seen, draw = [], run._from_round_batch
+
+    def spy():
+        x = draw()
+        seen.append((x, run._round_batch.clone()))
+        return x
+
+    run._from_round_batch = spy
+    run_to_end(run)
+    assert len(seen) == 6 and not torch.equal(seen[0][1], seen[-1][1])  # a new batch each round
+    for x, batch in seen:
+        assert x.shape[0] == 4 and all((batch == row).flatten(1).all(1).any() for row in x)

@@ -87,3 +87,15 @@ def test_unknown_reduction():
         L.masked_adversarial_kl(torch.zeros(1, 2), torch.zeros(1, 2), reduction="median")
     with pytest.raises(ValueError):
         L.dafl_activation_loss(torch.zeros(1, 2), reduction="median")
+
+
+def test_attention_transfer_by_hand():
+    # one image, two channels on a 1x2 map: channel mean of squares [(1+1)/2, (0+4)/2] = [1, 2] -> [1, 2]/sqrt(5)
+    s = torch.tensor([[[[1.0, 0.0]], [[1.0, 2.0]]]])
+    t = torch.tensor([[[[3.0, 0.0]]]])  # one channel: [9, 0] -> [1, 0]; the channel counts may differ
+    a_s = torch.tensor([1.0, 2.0]) / math.sqrt(5)
+    expected = float(((a_s - torch.tensor([1.0, 0.0])) ** 2).mean())
+    assert L.attention_transfer([s], [t]).item() == pytest.approx(expected, rel=1e-6)
+    assert L.attention_transfer([s, s], [t, 2 * s]).item() == pytest.approx(expected, rel=1e-6)  # scale-free
+    with pytest.raises(ValueError, match="one teacher map"):
+        L.attention_transfer([s], [])

@@ -131,3 +131,16 @@ def test_gan_style_sample(teacher):
     assert x.shape == (5, 3, 32, 32) and 0 <= x.min() and x.max() <= 1
     with pytest.raises(NotImplementedError):
         make(teacher, "deepinversion").sample(2)
+
+
+@pytest.mark.parametrize("method, training", [("zskt", True), ("dfq", False), ("cmi", False)])
+def test_student_mode_while_the_generator_is_scored(teacher, method, training):
+    s = make(teacher, method)
+    modes = []
+    handle = s.student.register_forward_pre_hook(lambda m, inp: modes.append(m.training))
+    try:
+        s.start_round(0)
+        s.step()
+    finally:
+        handle.remove()
+    assert modes == [training]  # ZSKT's code keeps the student in training mode; the bank methods' do not

@@ -120,7 +120,7 @@ class InversionSynthesizer(Synthesizer):
         self.targets = torch.randint(0, self.num_classes, (b,), device=self.device).sort().values
         self.best_loss = torch.full((), float("inf"), device=self.device)
         self.best_x = self.best_targets = self.best_feats = None
-        self.student.eval()
+        self.student.train(self.cfg.student_train)
         self.param.start_round(b)
 
     def step(self) -> StepReport:
