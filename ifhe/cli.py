@@ -332,6 +332,8 @@ def _cmd_reproduce(a) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .config import SCHEDULES
+
     p = _Parser(prog="ifhe", description="Data-free knowledge distillation by model inversion (IFHE and baselines)")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -345,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--label-smoothing", dest="label_smoothing", type=float)
     t.add_argument("--seed", type=int)
     t.add_argument("--init-from", dest="init_from", help="start from these weights (zoo name or .safetensors)")
-    t.add_argument("--schedule", choices=("one_cycle", "swa"),
+    t.add_argument("--schedule", choices=SCHEDULES,
                    help="one_cycle (default): warm-up then cosine; swa: constant --max-lr, the weights at the end "
                         "of every epoch averaged, BN statistics recomputed (a fine-tuning stage after --init-from)")
     t.add_argument("--out", required=True)

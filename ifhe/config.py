@@ -20,6 +20,7 @@ ADV_KINDS = ("masked_kl", "kl", "js")
 DISTILL_SOURCES = ("bank", "generator", "round")
 SCALES = ("reference", "cpu")
 PRECISIONS = ("fp32", "bf16")  # of forward passes; see ifhe.device.autocast
+SCHEDULES = ("one_cycle", "swa")  # learning-rate schedules of supervised training; see ifhe.train
 
 
 @dataclass(frozen=True)

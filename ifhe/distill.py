@@ -35,8 +35,9 @@ def prepare_batch(x_uint8: torch.Tensor, normalizer: Normalizer, device: torch.d
 
 
 def attention_pairs(student: nn.Module, teacher: nn.Module, device: torch.device) -> tuple[tuple[str, str], ...]:
-    """(student stage, teacher stage) pairs of equal spatial size, for attention transfer: WRN to WRN pairs
-    block1-3 by name, VGG11 (16, 8, 4, 2, 1 pixels) to ResNet18 (32, 16, 8, 4) pairs block1->block2 and so on."""
+    """(student stage, teacher stage) pairs of equal spatial size, for attention transfer. WRNs pair block1-3 by
+    name; a ResNet18 student (32, 16, 8, 4 pixels) of a VGG11 teacher (16, 8, 4, 2, 1) pairs its block2 with the
+    teacher's block1, and so on."""
     sizes = []
     for model in (student, teacher):
         stages = [s for s in model.stage_modules if s != "penultimate"]
@@ -102,5 +103,5 @@ def evaluate_head(head: nn.Module, teacher: nn.Module, data: ImageSet, normalize
     return 100.0 * correct / max(1, len(data))
 
 
-__all__ = ["attention_pairs", "cosine_lr", "make_kd_optimizer", "prepare_batch", "kd_step", "evaluate", "evaluate_head",
-           "predict_logits"]
+__all__ = ["attention_pairs", "cosine_lr", "make_kd_optimizer", "prepare_batch", "kd_step", "evaluate",
+           "evaluate_head", "predict_logits"]

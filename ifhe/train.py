@@ -10,15 +10,13 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import load_state, save_state
+from .config import SCHEDULES, _choice
 from .data import NUM_CLASSES, Normalizer, load_split, normalization, random_crop_flip, to_unit
 from .device import fast_layout, pick_device
 from .errors import IfheError
 from .evaluation import evaluate
 from .jsonl import JsonlLog
 from .models import check_architecture, create_model
-
-
-SCHEDULES = ("one_cycle", "swa")
 
 
 @dataclass(frozen=True)
@@ -40,8 +38,7 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         check_architecture(self.arch)  # before any data is looked for (or downloaded)
-        if self.schedule not in SCHEDULES:
-            raise IfheError(f"schedule: unknown value {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        _choice("schedule", self.schedule, SCHEDULES)
         for name in ("epochs", "batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise IfheError(f"{name} must be >= 1, got {getattr(self, name)}")
