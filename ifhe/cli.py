@@ -332,7 +332,7 @@ def _cmd_reproduce(a) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import SCHEDULES
+    from .config import SCHEDULES, SWA_BN
 
     p = _Parser(prog="ifhe", description="Data-free knowledge distillation by model inversion (IFHE and baselines)")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -349,7 +349,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init-from", dest="init_from", help="start from these weights (zoo name or .safetensors)")
     t.add_argument("--schedule", choices=SCHEDULES,
                    help="one_cycle (default): warm-up then cosine; swa: constant --max-lr, the weights at the end "
-                        "of every epoch averaged, BN statistics recomputed (a fine-tuning stage after --init-from)")
+                        "of every epoch averaged (a fine-tuning stage after --init-from)")
+    t.add_argument("--swa-bn", dest="swa_bn", choices=SWA_BN,
+                   help="BN statistics of the SWA model: average (default, with the weights) or recompute (on the "
+                        "augmented training images)")
     t.add_argument("--out", required=True)
     t.add_argument("--resume", action="store_true", help="continue the run in --out after a kill")
     t.add_argument("--publish", metavar="NAME", help="when finished, add to pretrained/ under NAME")

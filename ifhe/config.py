@@ -21,6 +21,7 @@ DISTILL_SOURCES = ("bank", "generator", "round")
 SCALES = ("reference", "cpu")
 PRECISIONS = ("fp32", "bf16")  # of forward passes; see ifhe.device.autocast
 SCHEDULES = ("one_cycle", "swa")  # learning-rate schedules of supervised training; see ifhe.train
+SWA_BN = ("average", "recompute")  # BN statistics of an SWA model: averaged with the weights, or recomputed
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import load_state, save_state
-from .config import SCHEDULES, _choice
+from .config import SCHEDULES, SWA_BN, _choice
 from .data import NUM_CLASSES, Normalizer, load_split, normalization, random_crop_flip, to_unit
 from .device import fast_layout, pick_device
 from .errors import IfheError
@@ -35,10 +35,15 @@ class TrainConfig:
     # one_cycle: warm-up then cosine to ~0. swa: constant max_lr, the weights at the end of every epoch averaged
     # (stochastic weight averaging, Izmailov et al. 2018), BN statistics recomputed for the average at the end.
     schedule: str = "one_cycle"
+    # the averaged model's BN statistics: "average" them with the weights (as weight EMAs do), or "recompute"
+    # them on the augmented training images (SWA's paper). On the shipped WRN-16-2 (4 epochs at lr 0.005)
+    # average gave the lower training loss, 0.126 vs 0.131 on 10,000 training images (test 90.16% vs 89.39%).
+    swa_bn: str = "average"
 
     def validate(self) -> "TrainConfig":
         check_architecture(self.arch)  # before any data is looked for (or downloaded)
         _choice("schedule", self.schedule, SCHEDULES)
+        _choice("swa_bn", self.swa_bn, SWA_BN)
         for name in ("epochs", "batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise IfheError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -69,8 +74,11 @@ def add_to_average(average: dict[str, torch.Tensor], model: torch.nn.Module, cou
 
 @torch.no_grad()
 def recompute_bn_statistics(model: torch.nn.Module, images: torch.Tensor, norm: Normalizer, dev: torch.device,
-                            batch_size: int = 500) -> None:
-    """Running BN statistics as the exact average over `images` (uint8): averaged weights need their own."""
+                            batch_size: int = 500, seed: int = 0) -> None:
+    """Running BN statistics as the exact average over `images` (uint8), augmented as in training: averaged
+    weights need their own. (Without the augmentation the shipped WRN-16-2 falls from 89.99% to 86.49%: its
+    weights are fitted to statistics of padded crops.)"""
+    aug = torch.Generator().manual_seed(seed)
     bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in bns]
     for m in bns:
@@ -78,7 +86,8 @@ def recompute_bn_statistics(model: torch.nn.Module, images: torch.Tensor, norm: 
         m.momentum = None  # cumulative average
     model.train()
     for i in range(0, len(images), batch_size):
-        model(norm(to_unit(images[i:i + batch_size].to(dev))).contiguous(memory_format=torch.channels_last))
+        xb = random_crop_flip(images[i:i + batch_size], generator=aug).to(dev)
+        model(norm(to_unit(xb)).contiguous(memory_format=torch.channels_last))
     for m, mom in zip(bns, momenta):
         m.momentum = mom
     model.eval()
@@ -196,7 +205,8 @@ def train_classifier(cfg: TrainConfig, out: str | Path, data: str | None = None,
     if cfg.schedule == "swa" and step >= total:
         # the checkpoint keeps the last iterate, so the average is rebuilt the same way after any resume
         model.load_state_dict({**model.state_dict(), **average})
-        recompute_bn_statistics(model, train_set.x, norm, dev)
+        if cfg.swa_bn == "recompute":
+            recompute_bn_statistics(model, train_set.x, norm, dev, seed=cfg.seed)
     acc = evaluate(model, test_set, norm, dev)
     return {"model": model, "test_acc": acc, "step": step, "total_steps": total,
             "epochs_done": step / steps_per_epoch, "finished": step >= total}

@@ -72,7 +72,8 @@ def test_fine_tuning_starts_from_given_weights(tiny_cifar, tmp_path):
                          tmp_path / "bad", data=tiny_cifar, progress=False, max_steps=1)
 
 
-SWA = TrainConfig(arch="wrn16_1", epochs=2, batch_size=32, checkpoint_every=3, seed=3, schedule="swa", max_lr=0.05)
+SWA = TrainConfig(arch="wrn16_1", epochs=2, batch_size=32, checkpoint_every=3, seed=3, schedule="swa", max_lr=0.05,
+                  swa_bn="recompute")
 
 
 def test_swa_returns_the_average_of_epoch_end_weights_with_fresh_bn_statistics(tiny_cifar, tmp_path):
@@ -107,3 +108,16 @@ def test_checkpoint_from_before_the_schedule_setting_resumes(tiny_cifar, tmp_pat
     del meta["config"]["schedule"]
     save_state(path, state, meta)
     assert train_classifier(CFG, tmp_path / "r", data=tiny_cifar, progress=False, resume=True)["finished"]
+
+
+def test_swa_can_average_the_bn_statistics_with_the_weights(tiny_cifar, tmp_path):
+    from dataclasses import replace
+    from ifhe.checkpoint import load_state
+    one = train_classifier(replace(SWA, swa_bn="average"), tmp_path / "e1", data=tiny_cifar, progress=False,
+                           max_steps=10)
+    w1 = {k: v.clone() for k, v in one["model"].state_dict().items()}
+    full = train_classifier(replace(SWA, swa_bn="average"), tmp_path / "full", data=tiny_cifar, progress=False)
+    w2 = load_state(tmp_path / "full" / "checkpoint.safetensors")[0]["model"]
+    avg = full["model"].state_dict()
+    for k in ("fc.weight", next(k for k in avg if k.endswith("running_var"))):
+        torch.testing.assert_close(avg[k], (w1[k] + w2[k]) / 2, msg=k)

@@ -21,14 +21,16 @@ def test_manifest_accuracy_is_measured(name, real_data):
 
 
 def test_shipped_teachers_meet_the_shipping_bar():
-    """A teacher ships once it passes 88% and beats the scratch student of its table. (The 90% aimed at for
-    WRN-16-2 is not reached yet: 89.99% after 80 CPU epochs; README, Teachers.)"""
+    """A teacher ships once it passes 88% and beats the scratch student of its table; the WRN-16-2 teacher of the
+    demo and the sweeps was asked for at 90% (README, Teachers)."""
     zoo = read_manifest()
     teachers = {n: e for n, e in zoo.items() if e["arch"] in ("wrn16_2", "wrn40_2", "resnet34", "vgg11_bn")}
     if not teachers:
         pytest.skip("no teacher published yet")
     for name, entry in teachers.items():
         assert entry["test_accuracy"] >= 88.0 and entry["recipe"].startswith("ifhe train-teacher"), name
+    if "cifar10_wrn16_2" in teachers:
+        assert teachers["cifar10_wrn16_2"]["test_accuracy"] >= 90.0
         scratch = zoo.get(f"{entry['dataset']}_wrn16_1")
         if scratch:
             assert entry["test_accuracy"] > scratch["test_accuracy"], name
