@@ -131,8 +131,8 @@ def train_classifier(cfg: TrainConfig, out: str | Path, data: str | None = None,
     steps_per_epoch = len(train_set) // cfg.batch_size
     total = steps_per_epoch * cfg.epochs
     step, aug_gen = 0, torch.Generator()
+    # SWA: the running average of the weights at every completed epoch's end (its count is the epochs done)
     average = {k: torch.zeros_like(v) for k, v in model.state_dict().items() if v.is_floating_point()}
-    averaged = 0  # epochs in the SWA average
     if resume and ckpt_path.exists():
         state, meta = load_state(ckpt_path)
         # a setting added after the checkpoint was written takes its default, which is what that run used
@@ -143,8 +143,7 @@ def train_classifier(cfg: TrainConfig, out: str | Path, data: str | None = None,
         opt.load_state_dict(state["optimizer"])
         aug_gen.set_state(state["aug_rng"])
         step = state["step"]
-        averaged = int(state.get("swa_count", 0))
-        if averaged:
+        if cfg.schedule == "swa":
             average = state["swa"]
     else:
         out.mkdir(parents=True, exist_ok=True)
@@ -155,9 +154,9 @@ def train_classifier(cfg: TrainConfig, out: str | Path, data: str | None = None,
     log.keep(lambda r: r.get("epoch", 0) <= done_epochs)
 
     def save() -> None:
-        swa = {"swa": average} if averaged else {}
+        swa = {"swa": average} if cfg.schedule == "swa" else {}
         save_state(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                               "aug_rng": aug_gen.get_state(), "step": step, "swa_count": averaged, **swa},
+                               "aug_rng": aug_gen.get_state(), "step": step, **swa},
                    {"config": asdict(cfg), "arch": cfg.arch, "dataset": cfg.dataset})
 
     from tqdm import tqdm
@@ -189,8 +188,7 @@ def train_classifier(cfg: TrainConfig, out: str | Path, data: str | None = None,
             bar.set_postfix(loss=f"{(loss_sum / max(seen, 1)).item():.3f}", epoch=epoch + 1)
         if step % steps_per_epoch == 0:
             if cfg.schedule == "swa":
-                add_to_average(average, model, averaged)
-                averaged += 1
+                add_to_average(average, model, count=step // steps_per_epoch - 1)
             acc = evaluate(model, test_set, norm, dev)
             log.append({"epoch": step // steps_per_epoch, "step": step, "train_loss": (loss_sum / seen).item(),
                         "train_acc": 100 * (correct / seen).item(), "test_acc": acc,
