@@ -29,16 +29,18 @@ class ImageBank:
         self._y = torch.empty(0, dtype=torch.int64)
         self._n = 0
         self.shards: dict[int, list[dict]] = {}
+        self.meta: dict = {}  # provenance written by the run (e.g. how IFHE's h was trained)
         for path in sorted(self.root.glob("manifest_r*.json")):
             m = self._read_manifest(path)
             self.shards[int(m["rank"])] = m["shards"]
             if self.classes is None and m.get("classes"):
                 self.classes = tuple(m["classes"])
+            if int(m["rank"]) == rank or not self.meta:
+                self.meta = dict(m.get("meta") or {})
         self.shards.setdefault(rank, [])
         self._remove_debris()
         # (index, rank) order is the order a multi-rank run adds them in, so a reopened bank is the same sequence
-        for rec in sorted((rec | {"rank": r} for r, recs in self.shards.items() for rec in recs),
-                          key=lambda rec: (rec["index"], rec["rank"])):
+        for rec in self.records():
             x, y = self._load_shard(rec, verify)
             self._append(x, y)
 
@@ -57,7 +59,7 @@ class ImageBank:
     def _write_manifest(self) -> None:
         atomic_write_text(self._manifest_path(self.rank), json.dumps(
             {"version": 1, "rank": self.rank, "classes": list(self.classes) if self.classes else None,
-             "shards": self.shards[self.rank]}, indent=1))
+             "meta": self.meta, "shards": self.shards[self.rank]}, indent=1))
 
     def _remove_debris(self) -> None:
         listed = {rec["file"] for recs in self.shards.values() for rec in recs}
@@ -91,7 +93,9 @@ class ImageBank:
         self._n = need
 
     # ---- api ---------------------------------------------------------------------------------------------
-    def add(self, images: torch.Tensor, labels: torch.Tensor) -> str:
+    def add(self, images: torch.Tensor, labels: torch.Tensor, info: dict | None = None) -> str:
+        """Store one batch as a new shard; `info` (JSON values, e.g. its round and h's training so far) is kept
+        in the shard's manifest record."""
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
             raise IfheError(f"bank images must be uint8 (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
         if labels.shape != (images.shape[0],):
@@ -105,7 +109,8 @@ class ImageBank:
         if path.exists():  # only unlisted debris can be here; listed shards are never rewritten
             path.unlink()
         save_tensors(path, {"images": images.cpu(), "labels": labels.cpu().long()})
-        recs.append({"file": name, "index": index, "n": int(images.shape[0]), "sha256": sha256_file(path)})
+        recs.append({**(info or {}), "file": name, "index": index, "n": int(images.shape[0]),
+                     "sha256": sha256_file(path)})
         self._write_manifest()
         self._append(images.cpu(), labels.cpu().long())
         return name
@@ -127,6 +132,24 @@ class ImageBank:
         for rec in recs[n_shards:]:
             (self.root / rec["file"]).unlink(missing_ok=True)
         self.reload()
+
+    def set_meta(self, **meta) -> None:
+        """Provenance of the whole bank (JSON values), written with the manifest."""
+        self.meta.update(meta)
+        self._write_manifest()
+
+    def records(self) -> list[dict]:
+        """Every shard's manifest record (with its rank) in the order the images are held."""
+        return sorted((rec | {"rank": r} for r, recs in self.shards.items() for rec in recs),
+                      key=lambda rec: (rec["index"], rec["rank"]))
+
+    def image_rounds(self) -> torch.Tensor:
+        """The synthesis round of every image (the shard's recorded round, else its index: banks written before
+        rounds were recorded hold one shard per round)."""
+        parts = [torch.full((rec["n"],), int(rec.get("round", rec["index"])), dtype=torch.int64)
+                 for rec in self.records()]
+        rounds = torch.cat(parts) if parts else torch.empty(0, dtype=torch.int64)
+        return rounds[:self._n]
 
     @property
     def n_shards(self) -> int:
@@ -164,6 +187,17 @@ class ImageBank:
             d.mkdir(parents=True, exist_ok=True)
             Image.fromarray(self._x[i].permute(1, 2, 0).numpy()).save(d / f"{i:06d}.png")
         return self._n
+
+
+def count_images(root: str | os.PathLike) -> int:
+    """Images in the bank at `root` from its manifests alone (no shard is read); 0 where there is none."""
+    total = 0
+    for path in Path(root).glob("manifest_r*.json"):
+        try:
+            total += sum(int(rec["n"]) for rec in json.loads(path.read_text()).get("shards", []))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            raise CheckpointError(f"{path}: not a valid bank manifest") from None
+    return total
 
 
 def open_bank(root: str | os.PathLike) -> ImageBank:

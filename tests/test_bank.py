@@ -84,3 +84,28 @@ def test_tampered_shard_detected(tmp_path):
     p.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="checksum"):
         open_bank(tmp_path)
+
+
+def test_shard_info_meta_and_rounds_survive_reopening(tmp_path):
+    from ifhe.bank import ImageBank, count_images, open_bank
+
+    bank = ImageBank(tmp_path / "b")
+    x = torch.zeros(4, 3, 32, 32, dtype=torch.uint8)
+    bank.add(x, torch.arange(4), {"round": 3, "h_updates": 0})
+    bank.add(x[:2], torch.arange(2), {"round": 7, "h_updates": 50})
+    bank.set_meta(head_training="h-only KD, 20 steps a round")
+    again = open_bank(tmp_path / "b")
+    assert again.image_rounds().tolist() == [3, 3, 3, 3, 7, 7]
+    assert [r["h_updates"] for r in again.records()] == [0, 50]
+    assert again.meta == {"head_training": "h-only KD, 20 steps a round"}
+    assert count_images(tmp_path / "b") == 6 and count_images(tmp_path / "nothing") == 0
+
+
+def test_rounds_of_a_bank_without_recorded_rounds_are_shard_indices(tmp_path):
+    from ifhe.bank import ImageBank
+
+    bank = ImageBank(tmp_path / "b")
+    x = torch.zeros(2, 3, 32, 32, dtype=torch.uint8)
+    bank.add(x, torch.arange(2))
+    bank.add(x, torch.arange(2))
+    assert bank.image_rounds().tolist() == [0, 0, 1, 1]
