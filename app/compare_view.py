@@ -1,5 +1,9 @@
-"""Tables for the Compare page, from run folders (pure functions of RunInfo lists)."""
+"""Tables and figures for the Compare page: from run folders (pure functions of RunInfo lists), and from the
+results.json of `ifhe reproduce` sweeps (intervals over seeds, paired differences, curves with bands)."""
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 from . import paper
 from .runs import RunInfo, arch_of_teacher
@@ -76,3 +80,154 @@ def measured_table(runs: list[RunInfo], dataset: str):
     data = {pair: [teachers.get(pair) if row == "Teacher" else cells[pair].get(row) for row in rows]
             for pair in cells}
     return pd.DataFrame(data, index=rows)
+
+
+# ---- sweeps of `ifhe reproduce`: seeds, intervals, paired differences, curves with bands --------------------
+
+RESULTS_FILE = "results.json"
+BANDS = {"min–max over seeds": ("min", "max"), "95% t interval of the mean": ("low", "high")}
+
+
+def results_dir():
+    """Where the committed sweeps live: $IFHE_APP_RESULTS, else the checkout's results/."""
+    env = os.environ.get("IFHE_APP_RESULTS")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "results"
+
+
+def find_sweeps(roots, max_depth: int = 3) -> list[tuple[str, Path]]:
+    """(label, results.json) of every sweep folder under `roots`, at most `max_depth` folders down; symlinks
+    are not followed, run folders (runs/, bank/) not entered."""
+    found: list[tuple[str, Path]] = []
+    seen = set()
+    for root in roots:
+        root = Path(root)
+        if not root.is_dir():
+            continue
+        stack = [(root, 0)]
+        while stack:
+            folder, depth = stack.pop()
+            f = folder / RESULTS_FILE
+            if f.is_file() and not f.is_symlink() and f.resolve() not in seen and _is_sweep(f):
+                seen.add(f.resolve())
+                found.append((f"{root.name}/{folder.relative_to(root)}".rstrip("/.") or root.name, f))
+            if depth >= max_depth:
+                continue
+            try:
+                children = sorted(p for p in folder.iterdir()
+                                  if p.is_dir() and not p.is_symlink() and p.name not in ("runs", "bank", "cells"))
+            except OSError:
+                continue
+            stack.extend((c, depth + 1) for c in reversed(children))
+    return found
+
+
+def _is_sweep(path: Path) -> bool:
+    """Whether a results.json is a sweep's (other tools write files of that name too)."""
+    import json
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return True  # listed, so that the page can say what is wrong with it
+    if isinstance(data, dict):
+        return "cells" in data
+    return isinstance(data, list) and bool(data) and all(isinstance(c, dict) and "variant" in c for c in data)
+
+
+def read_sweep_results(path) -> dict:
+    """results.json of a sweep (older ones, a bare list of cells, are analysed on reading)."""
+    from ifhe.reproduce import load_results
+    return load_results(path)
+
+
+def _f(x):
+    return None if x is None else float(x)
+
+
+def variants_frame(res: dict):
+    import pandas as pd
+    rows = []
+    for r in res.get("variants", []):
+        st_, h = r.get("student_acc") or {}, r.get("head_acc") or {}
+        rows.append({"pair": r["pair"], "variant": r["variant"], "n": r["n"],
+                     "seeds": ",".join(map(str, r.get("seeds", []))),
+                     "student mean": _f(st_.get("estimate")), "std": _f(st_.get("std")),
+                     "95% low": _f(st_.get("low")), "95% high": _f(st_.get("high")),
+                     "h mean": _f(h.get("estimate")), "rounds": _f((r.get("rounds") or {}).get("estimate")),
+                     "KD steps": _f((r.get("kd_steps") or {}).get("estimate")),
+                     "paper": r.get("paper")})
+    return pd.DataFrame(rows)
+
+
+def paired_frame(res: dict):
+    import pandas as pd
+    rows = []
+    for d in res.get("paired", []):
+        diff = d.get("diff") or {}
+        rows.append({"pair": d["pair"], "A − B": f"{d['a']} − {d['b']}", "n": d.get("n"),
+                     "seeds": ",".join(map(str, d.get("seeds", []))),
+                     "mean difference": _f(diff.get("estimate")), "95% low": _f(diff.get("low")),
+                     "95% high": _f(diff.get("high")), "t test p": _f(d.get("t_p")),
+                     "sign-flip p": _f(d.get("sign_flip_p")), "paper's claim": d.get("claim") or "",
+                     "verdict": d.get("verdict") or "",
+                     "left out (other machine)": ",".join(map(str, d.get("excluded_seeds") or []))})
+    return pd.DataFrame(rows)
+
+
+_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+            "#17becf")
+
+
+def _rgba(hex_colour: str, alpha: float) -> str:
+    h = hex_colour.lstrip("#")
+    return f"rgba({int(h[0:2], 16)}, {int(h[2:4], 16)}, {int(h[4:6], 16)}, {alpha})"
+
+
+def bands_figure(res: dict, band: str = "min–max over seeds"):
+    """Mean student accuracy over training time per variant, with a band (BANDS) where a variant has seeds."""
+    import plotly.graph_objects as go
+    lo_key, hi_key = BANDS[band]
+    curves = res.get("curves", [])
+    many = len({c["pair"] for c in curves}) > 1
+    fig = go.Figure()
+    for i, c in enumerate(curves):
+        colour = _PALETTE[i % len(_PALETTE)]
+        name = c["variant"] + (f" ({c['pair']})" if many else "") + f", n={c['n']}"
+        x = c["minutes"]
+        lo, hi = c.get(lo_key), c.get(hi_key)
+        if c["n"] > 1 and lo and hi and all(v is not None for v in lo + hi):
+            fig.add_trace(go.Scatter(x=x + x[::-1], y=hi + lo[::-1], fill="toself", mode="lines",
+                                     line=dict(width=0), fillcolor=_rgba(colour, 0.2), hoverinfo="skip",
+                                     showlegend=False, legendgroup=name, name=f"{name} band"))
+        fig.add_trace(go.Scatter(x=x, y=c["mean"], mode="lines" if c["n"] > 1 else "lines+markers",
+                                 line=dict(color=colour), name=name, legendgroup=name))
+    fig.update_layout(height=380, margin=dict(l=10, r=10, t=10, b=10),
+                      xaxis_title="training time (min, evaluations excluded)",
+                      yaxis_title="student top-1 (%), mean over seeds", legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def means_figure(res: dict):
+    """Each variant's mean final accuracy with its 95% t interval as an error bar."""
+    import plotly.graph_objects as go
+    fig = go.Figure()
+    for pair in dict.fromkeys(r["pair"] for r in res.get("variants", [])):
+        rows = [r for r in res["variants"] if r["pair"] == pair]
+        est = [_f(r["student_acc"].get("estimate")) for r in rows]
+        hi = [None if r["student_acc"].get("high") is None else r["student_acc"]["high"] - e
+              for r, e in zip(rows, est)]
+        lo = [None if r["student_acc"].get("low") is None else e - r["student_acc"]["low"]
+              for r, e in zip(rows, est)]
+        fig.add_trace(go.Scatter(x=[r["variant"] for r in rows], y=est, mode="markers", name=pair,
+                                 error_y=dict(type="data", symmetric=False, array=[h or 0 for h in hi],
+                                              arrayminus=[x or 0 for x in lo])))
+    fig.update_layout(height=300, margin=dict(l=10, r=10, t=10, b=10), yaxis_title="student top-1 (%)",
+                      legend=dict(orientation="h", y=-0.3))
+    return fig
+
+
+def machine_text(res: dict) -> str:
+    """What table.md says about the machine(s), for the page."""
+    from ifhe.reproduce import machine_statement
+    if not res.get("machines"):
+        return "**Machine:** not recorded."
+    return machine_statement(res)

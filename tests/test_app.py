@@ -488,7 +488,8 @@ def test_feature_page_data_free(env):
     assert list(at.dataframe[0].value["set"]) == ["DeepInversion", "IFHE"]
 
 
-def test_compare_page(env):
+def test_compare_page(env, tmp_path, monkeypatch):
+    monkeypatch.setenv("IFHE_APP_RESULTS", str(tmp_path / "no-results"))
     _fake_run(env, "ifhe-a0", "ifhe", alpha=0.0, accs=(40.0, 55.0))
     _fake_run(env, "ifhe-a05", "ifhe", alpha=0.5, accs=(42.0, 58.0))
     _fake_run(env, "cmi", "cmi", accs=(41.0, 56.0))
@@ -496,8 +497,9 @@ def test_compare_page(env):
     at.switch_page("views/compare.py").run()
     no_exceptions(at)
     assert at.title[0].value == "Compare"
+    assert "No sweep yet" in texts(at)
     frames = [d.value for d in at.dataframe]
-    summary = frames[0]
+    summary = next(f for f in frames if "run" in f.columns)
     assert set(summary["run"]) == {"ifhe-a0", "ifhe-a05", "cmi"}
     assert summary["student_acc"].notna().all()
     assert set(at.multiselect(key="cmp_runs").value) == {"ifhe-a0", "ifhe-a05", "cmi"}
@@ -510,3 +512,75 @@ def test_compare_page(env):
     from app.runs import list_runs
     pts = alpha_points(list_runs(env))
     assert pts["WRN16-1/WRN16-1"] == [(0.0, 55.0), (0.5, 58.0)]
+
+
+def _fake_sweep(folder: Path, accs: dict[str, list[float]], legacy: bool = False) -> list[dict]:
+    """A sweep folder as `ifhe reproduce` leaves it (results.json), for variants x seeds, without running."""
+    from ifhe.reproduce import _plain, analyze
+    pair = "cifar10_wrn16_2-wrn16_1"
+    cal = {"step_s": 0.8, "wall_s": 0.8, "threads": 1, "clock": "cpu per thread"}
+    cells = [{"cell": {"teacher": "cifar10_wrn16_2", "student": "wrn16_1", "variant": v, "seed": i},
+              "id": f"{pair}/{v}/seed{i}", "pair": pair, "variant": v, "seed": i, "student_acc": a,
+              "head_acc": 80.0, "rounds": 10, "kd_steps": 500, "bank_size": 640, "elapsed_s": 600.0,
+              "config": {"threads": 1, "budget_minutes": 10.0}, "final_test_images": 10000,
+              "curve": [{"elapsed_s": t, "student_acc": a * t / 600} for t in (60.0, 300.0, 600.0)],
+              "machine": None if legacy else {"cpu_model": "Test CPU", "logical_cores": 2},
+              "calibration": None if legacy else cal}
+             for v, xs in accs.items() for i, a in enumerate(xs)]
+    folder.mkdir(parents=True)
+    data = cells if legacy else _plain({**analyze(cells, 10.0, [("ifhe", "cmi")]), "cells": cells})
+    (folder / "results.json").write_text(json.dumps(data))
+    return cells
+
+
+def test_compare_page_sweeps_with_intervals_paired_differences_and_bands(env, tmp_path, monkeypatch):
+    from ifhe.stats import mean_interval, paired_difference
+    results = tmp_path / "results"
+    monkeypatch.setenv("IFHE_APP_RESULTS", str(results))
+    cmi, ifhe = [50.0, 53.0, 55.0], [56.0, 58.0, 62.0]
+    _fake_sweep(results / "sweep-a", {"cmi": cmi, "ifhe": ifhe})
+    _fake_sweep(results / "old", {"cmi": [40.0], "ifhe": [45.0]}, legacy=True)  # a results.json from before
+    (results / "sweep-a" / "runs" / "x").mkdir(parents=True)  # run folders are not searched
+    (results / "sweep-a" / "runs" / "x" / "results.json").write_text("[]")
+    (results / "gpu").mkdir()
+    (results / "gpu" / "results.json").write_text('{"steps": []}')  # another tool's results.json
+    at = new_app()
+    at.switch_page("views/compare.py").run()
+    no_exceptions(at)
+    assert at.selectbox(key="sw_pick").options == ["results/old", "results/sweep-a"]
+    at.selectbox(key="sw_pick").set_value("results/sweep-a").run()
+    no_exceptions(at)
+    assert "Test CPU" in texts(at) and "0.800 s" in texts(at)
+    frames = [d.value for d in at.dataframe]
+    variants = next(f for f in frames if "student mean" in f.columns).set_index("variant")
+    want = mean_interval(cmi)
+    assert variants.loc["cmi", "n"] == 3 and variants.loc["cmi", "student mean"] == pytest.approx(want.estimate)
+    assert (variants.loc["cmi", "95% low"], variants.loc["cmi", "95% high"]) == pytest.approx((want.low, want.high))
+    assert variants.loc["ifhe", "paper"] == 91.8
+    paired = next(f for f in frames if "mean difference" in f.columns)
+    row = paired[paired["A − B"] == "ifhe − cmi"].iloc[0]
+    d = paired_difference(dict(enumerate(ifhe)), dict(enumerate(cmi)))
+    assert row["mean difference"] == pytest.approx(d.diff.estimate) and row["95% low"] == pytest.approx(d.diff.low)
+    assert row["sign-flip p"] == pytest.approx(0.25) and row["t test p"] == pytest.approx(d.t_p)
+    assert row["verdict"] == "reproduced" and row["seeds"] == "0,1,2"
+
+    def band_of(variant):
+        for chart in at.get("plotly_chart"):
+            fig = json.loads(chart.proto.spec)
+            for tr in fig["data"]:
+                if tr.get("fill") == "toself" and tr["name"].startswith(variant + ","):
+                    return tr["y"]
+        raise AssertionError(f"no band for {variant}")
+
+    y = band_of("cmi")  # min-max by default: the upper edge, then the lower edge backwards
+    assert y[len(y) // 2 - 1] == pytest.approx(max(cmi)) and y[len(y) // 2] == pytest.approx(min(cmi))
+    at.radio(key="sw_band").set_value("95% t interval of the mean").run()
+    no_exceptions(at)
+    y = band_of("cmi")
+    assert y[len(y) // 2 - 1] == pytest.approx(want.high) and y[len(y) // 2] == pytest.approx(want.low)
+    # the older sweep: one seed each, read and analysed, no bands and no interval
+    at.selectbox(key="sw_pick").set_value("results/old").run()
+    no_exceptions(at)
+    assert "older results.json" in texts(at)
+    old = next(d.value for d in at.dataframe if "student mean" in d.value.columns)
+    assert list(old["n"]) == [1, 1] and old["95% low"].isna().all()

@@ -1,10 +1,13 @@
-"""Compare: runs side by side, the α ablation, and the paper's table next to our measured figures."""
+"""Compare: sweeps over seeds (intervals, paired differences, curves with bands), runs side by side, the α
+ablation, and the paper's table next to our measured figures."""
 import plotly.graph_objects as go
 import streamlit as st
 
 from app import paper
 from app import widgets as W
-from app.compare_view import alpha_points, measured_table, runs_frame
+from app.compare_view import (BANDS, alpha_points, bands_figure, find_sweeps, machine_text, means_figure,
+                               measured_table, paired_frame, read_sweep_results, results_dir, runs_frame,
+                               variants_frame)
 from app.jobs import registry
 from app.runs import config_diff, list_runs
 
@@ -13,7 +16,52 @@ reg = registry()
 runs = list_runs(reg.base_dir)
 st.caption(f"Run folders under `{reg.base_dir}` (the app's runs, and any `ifhe run --out` you put there).")
 
-tab_runs, tab_alpha, tab_paper = st.tabs(["Runs side by side", "α ablation", "Paper vs ours"])
+tab_sweeps, tab_runs, tab_alpha, tab_paper = st.tabs(["Sweeps over seeds", "Runs side by side", "α ablation",
+                                                      "Paper vs ours"])
+
+with tab_sweeps:
+    sweeps = find_sweeps([reg.base_dir, results_dir()])
+    if not sweeps:
+        st.info("No sweep yet. `ifhe reproduce` runs methods under equal budgets over several seeds and writes "
+                "`results.json` into its --out folder; folders under the runs folder or `results/` appear here:")
+        st.code("ifhe reproduce --table cifar10 --methods deepinversion cmi ifhe --budget-minutes 20 --seeds 3 \\\n"
+                "    --threads 1 --jobs 2 --compare ifhe:cmi --out results/sweep-a", language="bash")
+    else:
+        labels = [label for label, _ in sweeps]
+        picked = st.selectbox("Sweep", labels, key="sw_pick")
+        path = dict(sweeps)[picked]
+        try:
+            res = read_sweep_results(path)
+        except Exception as e:  # a hand-edited or half-written file: say so, keep the page
+            st.error(f"{path}: cannot be read as a sweep's results ({e})")
+            res = None
+        if res is not None:
+            budget = res.get("budget_minutes")
+            st.caption(f"`{path}`" + (f" — {budget:g} minutes per cell" if budget else "") +
+                       (f" ({res['time_unit']})" if res.get("time_unit") else "") +
+                       (" — an older results.json (a list of cells), analysed on reading" if res.get("legacy")
+                        else ""))
+            st.markdown(machine_text(res))
+            if res.get("missing"):
+                st.warning(f"{len(res['missing'])} cell(s) of this sweep are not finished yet and not included.")
+            a, b = st.columns([3, 2])
+            with a:
+                st.markdown("**Student top-1 per variant: mean over seeds, standard deviation, 95% t interval**")
+                st.dataframe(variants_frame(res), hide_index=True, key="sw_variants")
+            with b:
+                st.plotly_chart(means_figure(res), key="sw_means")
+            st.markdown("**Paired differences A − B on the seeds both ran** (t interval, paired t test, exact "
+                        "sign-flip test; the verdict checks the paper's claim where it reports both)")
+            paired = paired_frame(res)
+            if paired.empty:
+                st.caption("One variant only: nothing to pair.")
+            else:
+                st.dataframe(paired, hide_index=True, key="sw_paired")
+            band = st.radio("Band around the mean curve", list(BANDS), horizontal=True, key="sw_band")
+            st.plotly_chart(bands_figure(res, band), key="sw_curves")
+            st.caption("Curve points use the sweep's evaluation subset; each seed's curve is interpolated onto a "
+                       "common time grid over the span all seeds cover. The final figures above use the whole "
+                       "test set.")
 
 with tab_runs:
     if not runs:
