@@ -26,7 +26,6 @@ from typing import Any
 
 ACTIVE_STATES = ("starting", "running", "paused", "stopping")
 TERMINAL_STATES = ("finished", "stopped", "failed")
-LIVE_WEIGHTS = ("alpha", "beta", "gamma")
 MAX_HISTORY = 2000            # points per curve kept in a snapshot (older points are thinned, never dropped all)
 GRID_INTERVAL_S = 0.25        # at most this often the job thread composes a new image grid
 BANK_INTERVAL_S = 2.0         # ... and a new bank-by-class picture
@@ -106,6 +105,11 @@ class Snapshot:
         return self.state in ACTIVE_STATES
 
 
+def _weights(cfg) -> dict[str, float]:
+    from ifhe.terms import WEIGHTS
+    return {k: getattr(cfg.synth, k) for k in WEIGHTS}
+
+
 def _thin(history: list) -> None:
     """Keep a long curve bounded: drop every other old point once it is over MAX_HISTORY."""
     if len(history) > MAX_HISTORY:
@@ -147,7 +151,7 @@ class Job:
         self._snap = Snapshot(kind=kind, method=cfg.method, out_dir=str(self.out), run_name=self.out.name,
                               rounds=cfg.rounds, iterations=cfg.synth.iterations,
                               kd_steps_per_round=cfg.distill.steps_per_round,
-                              weights={k: getattr(cfg.synth, k) for k in LIVE_WEIGHTS}, started_at=time.time())
+                              weights=_weights(cfg), started_at=time.time())
         self.thread = threading.Thread(target=self._main, name=f"ifhe-job-{self.out.name}", daemon=True)
 
     # ---- control (any thread) ------------------------------------------------------------------------------
@@ -207,22 +211,16 @@ class Job:
             self._cond.notify_all()
 
     def set_weights(self, **weights: float) -> None:
-        """Live α/β/γ: validated here, applied by the engine before the next synthesis step."""
-        from ifhe.errors import IfheError
-        unknown = set(weights) - set(LIVE_WEIGHTS)
-        if unknown:
-            raise IfheError(f"not a live weight: {sorted(unknown)}")
-        for k, v in weights.items():
-            if not isinstance(v, (int, float)) or v != v or v < 0:
-                raise IfheError(f"{k} must be a number >= 0, got {v!r}")
-        weights = {k: float(v) for k, v in weights.items()}
+        """Live loss weights: checked at once by the engine's one validator (`SynthConfig.with_weights`, an
+        IfheError names what is wrong), applied before the next synthesis step."""
         with self._cond:
-            self._snap.weights.update(weights)
             run = self.run
-            if run is None:
-                self._pending_weights.update(weights)
-        if run is not None:
-            run.set_weights(**weights)
+            if run is None:  # not built yet: check against the config, apply when it is
+                self.cfg.synth.with_weights(**{**self._pending_weights, **weights})
+                self._pending_weights.update({k: float(v) for k, v in weights.items()})
+            else:
+                run.set_weights(**weights)
+            self._snap.weights.update({k: float(v) for k, v in weights.items()})
 
     def config_yaml(self) -> str:
         from ifhe.config import dump_yaml

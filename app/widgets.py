@@ -13,9 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ifhe.errors import IfheError
-
-METHOD_LABELS = {"deepinversion": "DeepInversion", "adi": "ADI", "dafl": "DAFL", "zskt": "ZSKT", "dfq": "DFQ",
-                 "cmi": "CMI", "fast": "Fast", "ifhe": "IFHE"}
+from ifhe.methods import METHOD_LABELS
 STAGES = ("block1", "block2", "block3", "penultimate")
 DEFAULT_BATCH = 16            # small batches keep the live grid moving on a CPU
 DEFAULT_UPLOAD_MB = 200

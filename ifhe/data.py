@@ -22,6 +22,15 @@ NORMALIZATION = {
 }
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+# CIFAR-100's fine labels in label order (torchvision's `CIFAR100.classes`)
+CIFAR100_CLASSES = tuple("""apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly
+camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur dolphin
+elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion lizard lobster man
+maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree pear pickup_truck pine_tree plain
+plate poppy porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk skyscraper snail snake
+spider squirrel streetcar sunflower sweet_pepper table tank telephone television tiger tractor train trout tulip
+turtle wardrobe whale willow_tree wolf woman worm""".split())
+CLASSES = {"cifar10": CIFAR10_CLASSES, "cifar100": CIFAR100_CLASSES}
 DATA_ENV = "IFHE_DATA"
 DOWNLOAD_TIMEOUT_S = 20
 
@@ -43,6 +52,16 @@ class ImageSet:
         g = torch.Generator().manual_seed(seed)
         idx = torch.randperm(len(self), generator=g)[:n]
         return ImageSet(self.x[idx], self.y[idx], self.classes, f"{self.source}[{n}]")
+
+
+def class_names(dataset: str, n: int | None = None, known: tuple | None = None) -> tuple[str, ...]:
+    """The class names of `dataset` (or `known` ones, e.g. a data file's), as many as its `n` classes."""
+    if known and (n is None or len(known) >= n):
+        return tuple(known)
+    names = CLASSES.get(dataset)
+    if names and (n is None or len(names) == n):
+        return names
+    return tuple(str(i) for i in range(n or 0))
 
 
 def check_dataset(name: str) -> str:
@@ -148,7 +167,7 @@ def load_split(dataset: str, split: str, data: str | os.PathLike | None = None, 
     if root is not None:
         npz = root / f"{dataset}-{split}.npz"
         if npz.is_file():
-            return load_npz(npz, CIFAR10_CLASSES if dataset == "cifar10" else None)
+            return load_npz(npz, CLASSES[dataset])
         if not root.is_dir():
             raise DataError(f"data folder {root} does not exist; set ${DATA_ENV} or --data to a folder with "
                             f"{dataset}-{split}.npz (or torchvision's CIFAR files)")
@@ -173,6 +192,19 @@ def random_crop_flip(x: torch.Tensor, padding: int = 4, generator: torch.Generat
     idx_n = torch.arange(n, device=dev)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]]
     return out.permute(0, 3, 1, 2).contiguous()
+
+
+def roll_flip(x: torch.Tensor, limit: float = 1 / 8, generator: torch.Generator | None = None) -> torch.Tensor:
+    """DeepInversion's jitter: the whole batch rolled (wrapping around) by one random offset of up to
+    `limit` of the image size in each direction, then flipped horizontally with probability 1/2 (CMI's
+    `jitter_and_flip`, NVlabs' `torch.roll`)."""
+    lim_h, lim_w = int(x.shape[-2] * limit), int(x.shape[-1] * limit)
+    dy = int(torch.randint(-lim_h, lim_h + 1, (), generator=generator))
+    dx = int(torch.randint(-lim_w, lim_w + 1, (), generator=generator))
+    out = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+    if float(torch.rand((), generator=generator)) < 0.5:
+        out = torch.flip(out, dims=(3,))
+    return out
 
 
 def random_resized_crop(x: torch.Tensor, scale: tuple[float, float] = (0.25, 1.0), ratio=(3 / 4, 4 / 3),

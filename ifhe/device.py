@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import torch
 
@@ -56,3 +56,50 @@ def autocast(device: torch.device, precision: str = "fp32"):
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
+
+
+class RunRNG:
+    """A run's own random streams: one on the CPU (augmentation parameters, sampling indices) and one on the
+    run's device (noise, targets, re-initialisations). Runs never draw from torch's global generator while they
+    step, so runs that share a process (the app's job threads) cannot disturb each other's images, and a
+    checkpoint restores exactly what comes next."""
+
+    def __init__(self, seed: int, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.cpu = torch.Generator().manual_seed(seed)
+        self.dev = self.cpu if self.device.type == "cpu" else torch.Generator(self.device).manual_seed(seed)
+
+    @classmethod
+    def from_global(cls, device: torch.device | str = "cpu") -> "RunRNG":
+        """Seeded by one draw from torch's global generator (for code that sets `torch.manual_seed`)."""
+        return cls(int(torch.randint(0, 2 ** 62, ())), device)
+
+    def reseed(self, seed: int) -> None:
+        self.cpu.manual_seed(seed)
+        if self.dev is not self.cpu:
+            self.dev.manual_seed(seed)
+
+    def state_dict(self) -> dict:
+        s = {"cpu": self.cpu.get_state()}
+        if self.dev is not self.cpu:
+            s["dev"] = self.dev.get_state()
+        return s
+
+    def load_state_dict(self, state: dict) -> None:
+        self.cpu.set_state(state["cpu"])
+        if self.dev is not self.cpu and "dev" in state:
+            self.dev.set_state(state["dev"])
+
+
+_INIT_LOCK = __import__("threading").Lock()
+
+
+@contextmanager
+def seeded_init(seed: int, device: torch.device | str = "cpu"):
+    """Initialise modules from torch's global generator at `seed` without disturbing anyone: threads take turns,
+    and the global state is restored afterwards."""
+    device = torch.device(device)
+    with _INIT_LOCK, torch.random.fork_rng(devices=[device] if device.type == "cuda" else [],
+                                           device_type=device.type if device.type == "cuda" else "cuda"):
+        torch.manual_seed(seed)
+        yield

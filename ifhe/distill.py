@@ -2,8 +2,6 @@
 KL(T/tau || h(f_T)/tau) on the same batches; evaluation of both on real test images."""
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -13,24 +11,24 @@ from .evaluation import evaluate, predict_logits
 from .hooks import FeatureTap
 from .errors import IfheError
 from .losses import attention_transfer, kd_kl
-
-
-def cosine_lr(base_lr: float, progress: float) -> float:
-    """Cosine decay from base_lr to 0 as progress goes 0 -> 1 (progress may come from rounds or from time)."""
-    return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, progress))))
+from .schedules import cosine_lr
 
 
 def make_kd_optimizer(student: nn.Module, head: nn.Module | None, lr: float, momentum: float,
-                      weight_decay: float) -> torch.optim.SGD:
+                      weight_decay: float, kind: str = "sgd") -> torch.optim.Optimizer:
+    """SGD with momentum (CMI, Fast, DAFL), or Adam with its default betas (ZSKT's solver.py)."""
     groups = [{"params": list(student.parameters())}]
     if head is not None:
         groups.append({"params": list(head.parameters())})
+    if kind == "adam":
+        return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
-def prepare_batch(x_uint8: torch.Tensor, normalizer: Normalizer, device: torch.device, augment: bool) -> torch.Tensor:
+def prepare_batch(x_uint8: torch.Tensor, normalizer: Normalizer, device: torch.device, augment: bool,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
     if augment:
-        x_uint8 = random_crop_flip(x_uint8)
+        x_uint8 = random_crop_flip(x_uint8, generator=generator)
     return normalizer(to_unit(x_uint8.to(device, non_blocking=True))).contiguous(memory_format=torch.channels_last)
 
 
@@ -53,38 +51,44 @@ def attention_pairs(student: nn.Module, teacher: nn.Module, device: torch.device
     return pairs
 
 
-def kd_step(student: nn.Module, head: nn.Module | None, teacher: nn.Module, x: torch.Tensor,
+def kd_step(student: nn.Module | None, head: nn.Module | None, teacher: nn.Module, x: torch.Tensor,
             opt: torch.optim.Optimizer, T: float, h_stages: tuple[str, ...],
-            precision: str = "fp32", at: float = 0.0,
-            at_pairs: tuple[tuple[str, str], ...] = ()) -> dict[str, torch.Tensor]:
-    """One SGD step on a normalized batch; returns detached 0-d loss tensors (no host sync).
+            precision: str = "fp32", at: float = 0.0, at_pairs: tuple[tuple[str, str], ...] = (),
+            kl_reduction: str = "batchmean", grad_clip: float = 0.0) -> dict[str, torch.Tensor]:
+    """One optimizer step on a normalized batch; returns detached 0-d loss tensors (no host sync).
 
-    With `at` > 0 the student also learns the teacher's spatial attention at the stage pairs `at_pairs`
-    (ZSKT's beta term)."""
-    student.train()
-    inner = getattr(student, "module", student)  # hooks go on the model inside DistributedDataParallel
-    s_stages, t_stages = zip(*at_pairs) if at > 0 else ((), ())
+    The student learns KL(T/τ || S/τ) (plus, with `at` > 0, the teacher's spatial attention at the stage pairs
+    `at_pairs`: ZSKT's beta term), h learns KL(T/τ || h(f_T)/τ). `student=None` trains h alone (synthesis-only
+    runs of IFHE). `grad_clip` > 0 clips the student's gradient norm (ZSKT)."""
+    s_stages, t_stages = zip(*at_pairs) if at > 0 and student is not None else ((), ())
+    losses: dict[str, torch.Tensor] = {}
+    total = None
     with autocast(x.device, precision):
         with torch.no_grad(), FeatureTap(teacher, h_stages if head is not None else ()) as tap, \
                 FeatureTap(teacher, t_stages, pool=False) as t_maps:
             t_logits = teacher(x).float()
             f_t = tap.concat() if head is not None else None
-        with FeatureTap(inner, s_stages, pool=False) as s_maps:
-            s_logits = student(x).float()
+        if student is not None:
+            student.train()
+            inner = getattr(student, "module", student)  # hooks go on the model inside DistributedDataParallel
+            with FeatureTap(inner, s_stages, pool=False) as s_maps:
+                s_logits = student(x).float()
         h_logits = head(f_t).float() if head is not None else None
-    loss_s = kd_kl(s_logits, t_logits, T=T)
-    losses = {"kd_student": loss_s}
-    total = loss_s
-    if at > 0:
-        loss_at = attention_transfer([s_maps.features[s] for s in s_stages], [t_maps.features[t] for t in t_stages])
-        losses["attention"] = loss_at
-        total = total + at * loss_at
+    if student is not None:
+        total = losses["kd_student"] = kd_kl(s_logits, t_logits, T=T, reduction=kl_reduction)
+        if at > 0:
+            losses["attention"] = attention_transfer([s_maps.features[s] for s in s_stages],
+                                                     [t_maps.features[t] for t in t_stages])
+            total = total + at * losses["attention"]
     if head is not None:
-        loss_h = kd_kl(h_logits, t_logits, T=T)
-        losses["kd_head"] = loss_h
-        total = total + loss_h
+        losses["kd_head"] = kd_kl(h_logits, t_logits, T=T)
+        total = losses["kd_head"] if total is None else total + losses["kd_head"]
+    if total is None:
+        raise IfheError("kd_step: nothing to train (no student and no head)")
     opt.zero_grad(set_to_none=True)
     total.backward()
+    if grad_clip > 0 and student is not None:
+        nn.utils.clip_grad_norm_(student.parameters(), grad_clip)
     opt.step()
     return {k: v.detach() for k, v in losses.items()}
 

@@ -1,12 +1,15 @@
 """`Run`: rounds of synthesize -> bank -> distill, as a stream of small events.
 
-The CLI prints the events with a progress bar; the app's job thread turns them into snapshots. Nothing else
-drives the loop. A full checkpoint (student, h, generator, z, optimizers, bank cursor, RNG, clock) is written
-at round boundaries; `resume=True` continues a killed run from the last one, dropping the bank shards and
-metric lines written after it, so nothing is missing or repeated.
+Everything that runs the loop iterates `Run.events()`: the CLI prints them with a progress bar, the app's job
+thread turns them into snapshots, and `run_to_end` drives them for `ifhe reproduce` and the benchmarks; so no
+two of them can disagree about what a run does. A full checkpoint (student, h, generator, z, optimizers, bank
+cursor, the run's own random streams, clock) is written at round boundaries; `resume=True` continues a killed
+run from the last one, dropping the bank shards and metric lines written after it, so nothing is missing or
+repeated. At the end the final evaluation is written as a record of metrics.jsonl and as result.json.
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 from contextlib import contextmanager
@@ -20,15 +23,16 @@ from .bank import ImageBank, open_bank
 from .checkpoint import atomic_write_text, load_state, save_state
 from .config import RunConfig, dump_yaml, from_dict, to_dict
 from .data import DATA_ENV, ImageSet, load_split
-from .device import fast_layout, pick_device, set_cpu_threads
+from .device import RunRNG, fast_layout, pick_device, seeded_init, set_cpu_threads
 from .distributed import any_rank, barrier, gather_batches, init_from_env
-from .distill import attention_pairs, cosine_lr, evaluate, evaluate_head, kd_step, make_kd_optimizer, prepare_batch
+from .distill import (attention_pairs, evaluate, evaluate_head, kd_step, make_kd_optimizer, prepare_batch)
 from .errors import DataError, DivergenceError, IfheError
 from .heads import head_for
 from .jsonl import JsonlLog
 from .models import create_model
-from .synth import InversionSynthesizer, LIVE_WEIGHTS
-from .zoo import attach_dataset, load_model, load_teacher, save_model
+from .schedules import after_warmup, cosine_lr, multistep_lr
+from .synth import InversionSynthesizer
+from .zoo import resolve_teacher, save_model
 
 CHECKPOINT = "checkpoint.safetensors"
 
@@ -55,6 +59,7 @@ class SynthStep(Event):
     it_per_s: float
     images: torch.Tensor | None = None    # uint8 (N, 3, H, W) on preview events
     labels: torch.Tensor | None = None
+    metrics: dict[str, float] | None = None   # read-outs, e.g. h_agree: h's agreement with the teacher
     kind: str = "synth"
 
 
@@ -132,6 +137,7 @@ class _Clock:
 class _Progress:
     round: int = 0                # rounds completed
     kd_steps: int = 0
+    head_updates: int = 0         # optimizer steps h has taken (KD steps that train it, and h-only steps)
     elapsed_s: float = 0.0
     last_eval_kd: int = 0
     student_acc: float | None = None
@@ -139,13 +145,8 @@ class _Progress:
 
 
 def load_run_teacher(cfg: RunConfig, device: torch.device):
-    if cfg.teacher.endswith(".safetensors"):
-        model, meta = load_model(cfg.teacher, cfg.teacher_arch, device=device)
-        from .zoo import freeze
-        if not meta.get("dataset"):
-            raise IfheError(f"teacher: {cfg.teacher} does not record its dataset")
-        return attach_dataset(freeze(fast_layout(model)), meta["dataset"], meta)
-    return load_teacher(cfg.teacher, device)
+    """The run's teacher: a zoo name or a .safetensors file (see `zoo.resolve_teacher`)."""
+    return resolve_teacher(cfg.teacher, cfg.teacher_arch, device=device)
 
 
 def load_test_set(dataset: str, data: str | None, n: int | None) -> tuple[ImageSet | None, str]:
@@ -169,69 +170,34 @@ def checkpoint_name(rank: int) -> str:
 
 class Run:
     """One synthesis + distillation run. Under `torchrun` every rank synthesizes its share of each batch
-    (its own generator, its own bank shards) and the student and h are trained with DistributedDataParallel."""
+    (its own generator, its own bank shards) and the student and h are trained with DistributedDataParallel.
+
+    Every random draw of a run comes from its own streams (`self.rng`), never torch's global generator, so runs
+    that share a process (the app's jobs) give the same images as alone."""
 
     def __init__(self, cfg: RunConfig, out: str | Path, resume: bool = False, teacher: torch.nn.Module | None = None,
-                 test_set: ImageSet | None | bool = True):
+                 test_set: ImageSet | None | bool = True, synthesizer_factory=InversionSynthesizer):
         self.out = Path(out)
         if self.out.exists() and not self.out.is_dir():
             raise IfheError(f"out: {self.out} exists and is not a folder")
         self.dist = init_from_env(pick_device(cfg.device).type)
-        ckpt = self.out / checkpoint_name(self.dist.rank)
-        if resume and ckpt.exists():
-            state, meta = load_state(ckpt)
-            stored = from_dict(meta["config"])
-            cfg = replace(stored, rounds=cfg.rounds, budget_minutes=cfg.budget_minutes,
-                          preview_every=cfg.preview_every, device=cfg.device, threads=cfg.threads,
-                          data=cfg.data or stored.data)
-        else:
-            state = None
-            if ckpt.exists():
-                raise IfheError(f"{self.out} already holds a run; pass --resume to continue it or pick another --out")
+        state, cfg = self._resumed_state(cfg, resume)
         self.cfg = cfg.validate()
         self.device = pick_device(cfg.device, self.dist.local_rank)
-        share = self._per_rank(cfg)
         if cfg.threads:
             set_cpu_threads(cfg.threads)
         self.out.mkdir(parents=True, exist_ok=True)
         self._stop = threading.Event()
         self._pending_weights: dict[str, float] = {}
         self._lock = threading.Lock()
-
-        torch.manual_seed(cfg.seed)
-        self.teacher = teacher if teacher is not None else load_run_teacher(cfg, self.device)
-        self.dataset = self.teacher.dataset
-        nc = self.teacher.num_classes
-        self.student = fast_layout(create_model(cfg.student, nc).to(self.device))
-        self.head = head_for(self.teacher, cfg.synth.h_stages, cfg.synth.h_hidden).to(self.device)
-        if self.dist.rank:  # same student init everywhere, different synthesized images per rank
-            torch.manual_seed(cfg.seed + 1_000_003 * self.dist.rank)
-        self.synth = InversionSynthesizer(replace(cfg.synth, batch_size=share[0]), self.teacher, self.student,
-                                          self.head, self.teacher.normalizer, nc, self.device, cfg.precision)
-        self.kd_batch = share[1]
-        self.at_pairs = attention_pairs(self.student, self.teacher, self.device) if cfg.distill.at > 0 else ()
-        d = cfg.distill
-        self.opt = make_kd_optimizer(self.student, self.head if d.train_head else None, d.lr, d.momentum,
-                                     d.weight_decay)
-        self.kd_student, self.kd_head = self.student, (self.head if d.train_head else None)
-        if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.kd_student = DDP(self.student, device_ids=ids)
-            self.kd_head = DDP(self.head, device_ids=ids) if d.train_head else None
-        classes = None
-        self.note = ""
-        if not self.dist.is_main:
-            test_set = None  # rank 0 evaluates; the students are identical
-        if test_set is True:
-            self.test_set, self.note = load_test_set(self.dataset, cfg.data, cfg.eval_images)
-        else:
-            self.test_set = test_set or None
-        if self.test_set is not None:
-            classes = self.test_set.classes
-        self.bank = open_bank(cfg.bank) if cfg.bank else ImageBank(self.out / "bank", self.dist.rank, classes)
-        self.metrics = JsonlLog(self.out / "metrics.jsonl")
+        # ranks share the student's initialisation and differ in what they synthesize and sample
+        self.rng = RunRNG(cfg.seed + 1_000_003 * self.dist.rank, self.device)
+        self._build_models(teacher, synthesizer_factory)
+        self._build_data(test_set)
         self.progress = _Progress()
+        self.saved_round: int | None = None     # the round of the checkpoint on disk
+        self._kd_order: torch.Tensor | None = None
+        self._kd_pos = 0
         self.resumed = state is not None
         if state is not None:
             self._restore(state)
@@ -240,10 +206,76 @@ class Run:
                 self.bank.truncate(0)
             if self.dist.is_main:
                 self.metrics.keep(lambda r: False)
+                (self.out / "result.json").unlink(missing_ok=True)
                 atomic_write_text(self.out / "config.yaml", dump_yaml(cfg))
+        if not cfg.bank:
+            self.bank.set_meta(head_training=self.head_training())
         if self.dist.enabled and not cfg.bank:
             barrier(self.dist)  # every rank has dropped its own uncovered shards: now read everyone's
             self.bank.reload()
+
+    def _resumed_state(self, cfg: RunConfig, resume: bool) -> tuple[dict | None, RunConfig]:
+        """The checkpoint to continue from and the config it was written with (the settings a user may change
+        on resume: rounds, budget, previews, device, threads, data)."""
+        ckpt = self.out / checkpoint_name(self.dist.rank)
+        if not ckpt.exists():
+            return None, cfg
+        if not resume:
+            raise IfheError(f"{self.out} already holds a run; pass --resume to continue it or pick another --out")
+        state, meta = load_state(ckpt)
+        stored = from_dict(meta["config"])
+        return state, replace(stored, rounds=cfg.rounds, budget_minutes=cfg.budget_minutes,
+                              preview_every=cfg.preview_every, device=cfg.device, threads=cfg.threads,
+                              data=cfg.data or stored.data)
+
+    def _build_models(self, teacher, synthesizer_factory) -> None:
+        cfg, share = self.cfg, self._per_rank(self.cfg)
+        self.teacher = teacher if teacher is not None else load_run_teacher(cfg, self.device)
+        self.dataset = self.teacher.dataset
+        nc = self.teacher.num_classes
+        with seeded_init(cfg.seed, self.device):
+            self.student = fast_layout(create_model(cfg.student, nc).to(self.device))
+            self.head = head_for(self.teacher, cfg.synth.h_stages, cfg.synth.h_hidden).to(self.device)
+        with seeded_init(cfg.seed + 1_000_003 * self.dist.rank, self.device):
+            self.synth = synthesizer_factory(replace(cfg.synth, batch_size=share[0]), self.teacher, self.student,
+                                             self.head, self.teacher.normalizer, nc, self.device, cfg.precision,
+                                             rng=self.rng)
+        self.kd_batch = share[1]
+        d = cfg.distill
+        self.at_pairs = attention_pairs(self.student, self.teacher, self.device) if d.at > 0 else ()
+        self.opt = make_kd_optimizer(self.student, self.head if d.train_head else None, d.lr, d.momentum,
+                                     d.weight_decay, d.optimizer)
+        self.kd_student, self.kd_head = self.student, (self.head if d.train_head else None)
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.kd_student = DDP(self.student, device_ids=ids)
+            self.kd_head = DDP(self.head, device_ids=ids) if d.train_head else None
+
+    def _build_data(self, test_set) -> None:
+        cfg, self.note = self.cfg, ""
+        if not self.dist.is_main:
+            test_set = None  # rank 0 evaluates; the students are identical
+        if test_set is True:
+            self.test_set, self.note = load_test_set(self.dataset, cfg.data, cfg.eval_images)
+        else:
+            self.test_set = test_set or None
+        classes = self.test_set.classes if self.test_set is not None else None
+        self.bank = open_bank(cfg.bank) if cfg.bank else ImageBank(self.out / "bank", self.dist.rank, classes)
+        self.metrics = JsonlLog(self.out / "metrics.jsonl")
+
+    def head_training(self) -> str:
+        """How this run trains h, in words (kept with the bank: an IFHE bank is only IFHE's if h learned)."""
+        d, tau = self.cfg.distill, f"τ={self.cfg.distill.T:g}"
+        if not d.train_head:
+            return "h was not trained (distill.train_head=false): L_H pushed towards a random classifier"
+        if d.steps_per_round > 0:
+            return (f"h learned KL(T/τ‖h(f_T)/τ) ({tau}) on the student's KD batches, {d.steps_per_round} steps "
+                    f"a round")
+        if self.cfg.synth.alpha > 0 and d.head_steps > 0:
+            return (f"h learned KL(T/τ‖h(f_T)/τ) ({tau}) alone, {d.head_steps} steps a round on the bank (no "
+                    f"student KD)")
+        return "h was not trained (no KD steps): L_H is off in this run"
 
     def _per_rank(self, cfg: RunConfig) -> tuple[int, int]:
         """Synthesis and KD batch sizes of this rank."""
@@ -258,12 +290,11 @@ class Run:
         self._stop.set()
 
     def set_weights(self, **weights: float) -> None:
-        """Live loss weights (alpha, beta, gamma, ...): applied before the next synthesis step."""
-        unknown = set(weights) - set(LIVE_WEIGHTS)
-        if unknown:
-            raise IfheError(f"not a live loss weight: {sorted(unknown)}")
+        """Live loss weights (alpha, beta, gamma, ...): checked now (an IfheError names what is wrong), applied
+        before the next synthesis step."""
         with self._lock:
-            self._pending_weights.update(weights)
+            self.synth.cfg.with_weights(**{**self._pending_weights, **weights})
+            self._pending_weights.update({k: float(v) for k, v in weights.items()})
 
     def _apply_weights(self) -> None:
         if self._pending_weights:
@@ -273,22 +304,21 @@ class Run:
 
     # ---- persistence -------------------------------------------------------------------------------------
     def _state(self) -> dict:
-        s = {"student": self.student.state_dict(), "head": self.head.state_dict(), "opt": self.opt.state_dict(),
-             "synth": self.synth.state_dict(), "rng": torch.get_rng_state(),
-             "progress": asdict(self.progress), "bank_shards": self.bank.n_shards}
-        if self.device.type == "cuda":
-            s["cuda_rng"] = torch.cuda.get_rng_state(self.device)
-        return s
+        return {"student": self.student.state_dict(), "head": self.head.state_dict(), "opt": self.opt.state_dict(),
+                "synth": self.synth.state_dict(), "run_rng": self.rng.state_dict(),
+                "progress": asdict(self.progress), "bank_shards": self.bank.n_shards}
 
     def _restore(self, s: dict) -> None:
         self.student.load_state_dict(s["student"])
         self.head.load_state_dict(s["head"])
         self.opt.load_state_dict(s["opt"])
         self.synth.load_state_dict(s["synth"])
-        torch.set_rng_state(s["rng"])
-        if "cuda_rng" in s and self.device.type == "cuda":
-            torch.cuda.set_rng_state(s["cuda_rng"], self.device)
-        self.progress = _Progress(**s["progress"])
+        if "run_rng" in s:
+            self.rng.load_state_dict(s["run_rng"])
+        else:  # a checkpoint from before runs had their own streams: restart them from the seed and round
+            self.rng.reseed(self.cfg.seed + 1_000_003 * self.dist.rank + s["progress"]["round"])
+        self.progress = _Progress(**{**asdict(_Progress()), **s["progress"]})
+        self.saved_round = self.progress.round
         if not self.cfg.bank:
             self.bank.truncate(s["bank_shards"])
         done = self.progress.round
@@ -300,12 +330,23 @@ class Run:
         cfg = replace(self.cfg, synth=replace(self.synth.cfg, batch_size=self.cfg.synth.batch_size))
         path = self.out / checkpoint_name(self.dist.rank)
         save_state(path, self._state(), {"config": to_dict(cfg), "rank": self.dist.rank, "world": self.dist.world})
+        self.saved_round = self.progress.round
         return path
 
     # ---- the loop ----------------------------------------------------------------------------------------
     def _emit(self, event: Event):
         with self.clock.excluded():  # time the consumer holds the event (a paused app) is not run time
             yield event
+
+    def run_progress(self) -> float:
+        """The fraction of the run done: of its rounds, or of its time budget when that is further along."""
+        p = self.progress.round / self.cfg.rounds
+        if self.cfg.budget_minutes:
+            p = max(p, self.clock.elapsed() / (60 * self.cfg.budget_minutes))
+        return min(1.0, p)
+
+    def in_warmup(self) -> bool:
+        return self.cfg.warmup > 0 and self.run_progress() < self.cfg.warmup
 
     def events(self) -> Iterator[Event]:
         cfg, p = self.cfg, self.progress
@@ -323,10 +364,8 @@ class Run:
                 break
             record = {"round": p.round}
             completed = True if cfg.bank else (yield from self._synthesis_round(record))
-            if not completed:
-                reason = "stopped"
-                break
-            completed = yield from self._kd_round(record)
+            if completed:
+                completed = yield from self._kd_round(record)
             if not completed:
                 reason = "stopped"
                 break
@@ -350,13 +389,15 @@ class Run:
             path = self.save_checkpoint()
             if self.dist.is_main:
                 self._export_models()
+                self._write_result(reason)
         yield from self._emit(Checkpointed(p.round, str(path)))
         yield from self._emit(Finished(p.round, reason, p.student_acc, p.head_acc, p.elapsed_s, len(self.bank)))
 
     def _synthesis_round(self, record: dict):
         cfg, p, synth = self.cfg, self.progress, self.synth
         self._apply_weights()
-        synth.start_round(p.round)
+        synth.start_round(p.round, progress=self.run_progress(), warmup=self.in_warmup())
+        head_updates = p.head_updates  # h as it was while this round's batch was synthesized
         bad: dict[str, torch.Tensor] = {}
         t0 = self.clock.elapsed()
         n_iter = synth.cfg.iterations
@@ -372,7 +413,7 @@ class Run:
             if it % cfg.log_every == 0 or it == n_iter:
                 self._check_finite(bad, f"synthesis round {p.round}, iteration {it}")
                 losses = {k: float(v) for k, v in rep.losses.items()}
-                event = SynthStep(p.round, it, losses, rate)
+                event = SynthStep(p.round, it, losses, rate, metrics={k: float(v) for k, v in rep.metrics.items()})
                 if cfg.preview_every:
                     event.images, event.labels = synth.images()
                 record["synth"] = losses
@@ -381,44 +422,56 @@ class Run:
                 images, labels = synth.images()
                 yield from self._emit(SynthStep(p.round, it, None, rate, images, labels))
         images, labels = synth.commit()
-        self._round_batch = images
+        self._round_images = self._round_kd_images()
         if cfg.distill.source == "bank" or (p.round + 1) % synth.cfg.commit_every == 0:
             shard = ""
+            info = {"round": p.round, "h_updates": head_updates}
             for rank, (x, y) in enumerate(gather_batches(self.dist, images, labels)):
                 if rank == self.dist.rank:
-                    shard = self.bank.add(x, y)
+                    shard = self.bank.add(x, y, info)
                 else:
                     self.bank.remember(x, y)
             yield from self._emit(BatchSaved(p.round, len(images) * self.dist.world, len(self.bank), shard))
         return True
 
+    def _round_kd_images(self) -> torch.Tensor | None:
+        """The float batch GAN-style students learn from this round: as scored (DAFL) or re-rendered by the
+        updated generator (ZSKT)."""
+        source = self.cfg.distill.source
+        if source == "round":
+            return self.synth.kept_batch()[0].detach()
+        if source == "regenerate":
+            return self.synth.regenerated_batch()
+        return None
+
     def _kd_round(self, record: dict):
         cfg, p, d = self.cfg, self.progress, self.cfg.distill
+        if self.in_warmup():  # Fast-Datafree: the generator learns alone first
+            return True
+        steps, head_only = d.steps_per_round, False
+        if steps == 0 and cfg.synth.alpha > 0 and d.train_head and not cfg.bank:
+            steps, head_only = d.head_steps, True   # L_H needs a trained h even when no student is distilled
         bad: dict[str, torch.Tensor] = {}
         t0, n0 = self.clock.elapsed(), 0
-        for k in range(1, d.steps_per_round + 1):
+        self._kd_order = None  # a fresh pass over the bank each round, as a DataLoader rebuilt per round
+        for k in range(1, steps + 1):
             if self._stop.is_set() and not self.dist.enabled:
                 return False
-            progress = p.round / cfg.rounds
-            if cfg.budget_minutes:
-                progress = max(progress, self.clock.elapsed() / (60 * cfg.budget_minutes))
-            lr = cosine_lr(d.lr, progress)
+            lr = self._kd_lr()
             for g in self.opt.param_groups:
                 g["lr"] = lr
-            if d.source == "generator":
-                x = self.teacher.normalizer(self.synth.sample(self.kd_batch)).contiguous(
-                    memory_format=torch.channels_last)
-            else:
-                xb = self.bank.sample(self.kd_batch)[0] if d.source == "bank" else self._from_round_batch()
-                x = prepare_batch(xb, self.teacher.normalizer, self.device, d.augment)
-            losses = kd_step(self.kd_student, self.kd_head, self.teacher, x, self.opt, d.T, self.cfg.synth.h_stages,
-                             cfg.precision, d.at, self.at_pairs)
+            losses = kd_step(None if head_only else self.kd_student, self.kd_head, self.teacher, self._kd_batch(),
+                             self.opt, d.T, cfg.synth.h_stages, cfg.precision, d.at, self.at_pairs,
+                             d.kl_reduction, d.grad_clip)
+            p.head_updates += self.kd_head is not None
+            if head_only:
+                continue
             p.kd_steps += 1
             n0 += d.batch_size
             for name, v in losses.items():
                 flag = ~torch.isfinite(v)
                 bad[name] = bad[name] | flag if name in bad else flag
-            if k % cfg.log_every == 0 or k == d.steps_per_round:
+            if k % cfg.log_every == 0 or k == steps:
                 self._check_finite(bad, f"distillation round {p.round}, step {k}")
                 vals = {n: float(v) for n, v in losses.items()}
                 record["kd"] = vals
@@ -426,10 +479,51 @@ class Run:
                 yield from self._emit(KDStep(p.round, p.kd_steps, vals, lr, rate))
         return True
 
+    def _kd_lr(self) -> float:
+        d = self.cfg.distill
+        progress = after_warmup(self.run_progress(), self.cfg.warmup)
+        if d.lr_schedule == "multistep":
+            return multistep_lr(d.lr, progress, d.lr_milestones)
+        return cosine_lr(d.lr, progress, d.lr_min)
+
+    def _kd_batch(self) -> torch.Tensor:
+        """The next KD batch, normalized, on the device."""
+        d, normalizer = self.cfg.distill, self.teacher.normalizer
+        if d.source == "generator":
+            return normalizer(self.synth.sample(self.kd_batch)).contiguous(memory_format=torch.channels_last)
+        if d.source in ("round", "regenerate"):
+            return normalizer(self._from_round_batch()).contiguous(memory_format=torch.channels_last)
+        return prepare_batch(self.bank.images[self._next_bank_indices()], normalizer, self.device, d.augment,
+                             self.rng.cpu)
+
+    def _next_bank_indices(self) -> torch.Tensor:
+        """Batches drawn without replacement from a shuffled pass over the whole bank, a new pass each round
+        (and whenever one runs out), as the reference code's DataLoader over its image pool."""
+        n = len(self.bank)
+        if n == 0:
+            raise IfheError(f"bank {self.bank.root} is empty: nothing to distill from")
+        out = []
+        need = self.kd_batch
+        while need > 0:
+            if self._kd_order is None or self._kd_pos >= len(self._kd_order):
+                self._kd_order, self._kd_pos = torch.randperm(n, generator=self.rng.cpu), 0
+            take = self._kd_order[self._kd_pos:self._kd_pos + need]
+            self._kd_pos += len(take)
+            need -= len(take)
+            out.append(take)
+        return torch.cat(out)
+
     def _from_round_batch(self) -> torch.Tensor:
-        n = len(self._round_batch)
-        idx = torch.randperm(n)[:self.kd_batch] if self.kd_batch <= n else torch.randint(0, n, (self.kd_batch,))
-        return self._round_batch[idx]
+        """KD images of GAN-style rounds: the round's float batch itself when the KD batch is its size (ZSKT,
+        DAFL), else a random draw from it."""
+        x = self._round_images
+        n = len(x)
+        if self.kd_batch == n:
+            return x
+        gen = self.rng.dev
+        idx = (torch.randperm(n, device=x.device, generator=gen)[:self.kd_batch] if self.kd_batch <= n else
+               torch.randint(0, n, (self.kd_batch,), device=x.device, generator=gen))
+        return x[idx]
 
     def _check_finite(self, bad: dict[str, torch.Tensor], where: str) -> None:
         if not bad:
@@ -437,10 +531,12 @@ class Run:
         flags = torch.stack(list(bad.values())).cpu()
         if flags.any():
             names = [k for k, f in zip(bad, flags.tolist()) if f]
+            kept = (f"its last good checkpoint (after round {self.saved_round}) is kept in "
+                    f"{self.out / checkpoint_name(self.dist.rank)}" if self.saved_round is not None else
+                    f"no checkpoint had been written yet in {self.out}")
             raise DivergenceError(
                 f"loss term {', '.join(repr(n) for n in names)} became non-finite in {where}; the run stopped, "
-                f"and its last good checkpoint (round {self.progress.round if (self.out / CHECKPOINT).exists() else 'none'}) "
-                f"is kept in {self.out}: lower the learning rates or weights and resume")
+                f"and {kept}: lower the learning rates or weights and resume")
 
     def _evaluate(self) -> Evaluated:
         with self.clock.excluded():
@@ -454,6 +550,18 @@ class Run:
         p.last_eval_kd = p.kd_steps
         return Evaluated(p.round, p.kd_steps, p.student_acc, p.head_acc, p.elapsed_s)
 
+    def _write_result(self, reason: str) -> None:
+        """The run's final figures for scripts: a `final` record in metrics.jsonl and result.json."""
+        p = self.progress
+        result = {"final": True, "reason": reason, "round": p.round, "kd_steps": p.kd_steps,
+                  "bank_size": len(self.bank), "elapsed_s": round(p.elapsed_s, 2), "student_acc": p.student_acc,
+                  "head_acc": p.head_acc,
+                  "test_images": len(self.test_set) if self.test_set is not None else None,
+                  "method": self.cfg.method, "teacher": self.cfg.teacher, "student": self.cfg.student,
+                  "seed": self.cfg.seed, "head_training": self.head_training()}
+        self.metrics.append(result)
+        atomic_write_text(self.out / "result.json", json.dumps(result, indent=1))
+
     def _export_models(self) -> None:
         meta = {"method": self.cfg.method, "teacher": self.cfg.teacher, "rounds": self.progress.round,
                 "kd_steps": self.progress.kd_steps,
@@ -462,11 +570,12 @@ class Run:
         from .checkpoint import save_tensors
         save_tensors(self.out / "head.safetensors", self.head.state_dict(),
                      {"in_features": self.head.in_features, "num_classes": self.head.num_classes,
-                      "hidden": self.head.hidden, "stages": list(self.cfg.synth.h_stages)})
+                      "hidden": self.head.hidden, "stages": list(self.cfg.synth.h_stages),
+                      "head_training": self.head_training(), "head_updates": self.progress.head_updates})
 
 
 def run_to_end(run: Run, on_event=None) -> Finished:
-    """Drive a run; returns its Finished event."""
+    """Drive a run to its end (sweeps, benchmarks); returns its Finished event."""
     last = None
     for ev in run.events():
         if on_event is not None:

@@ -1,6 +1,7 @@
 """Forward hooks that only record; each is a context manager that removes itself on exit."""
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -21,8 +22,15 @@ class BNStats:
 
 
 class _Hooks:
+    """Records only the forward passes of the thread that installed it: a model shared by threads (the app's
+    jobs and its warm-up) never mixes another thread's tensors into this one's losses."""
+
     def __init__(self):
         self._handles: list = []
+        self._owner = threading.get_ident()
+
+    def _mine(self) -> bool:
+        return threading.get_ident() == self._owner
 
     def remove(self) -> None:
         for h in self._handles:
@@ -50,6 +58,8 @@ class BNStatHook(_Hooks):
             raise IfheError("model has no BatchNorm2d layer: the BN-statistics loss cannot be used with it")
 
     def _record(self, module: nn.BatchNorm2d, inputs, output) -> None:
+        if not self._mine():
+            return
         x = inputs[0].float()  # under bf16 autocast E[x^2] - E[x]^2 would lose every digit
         # E[x^2] - E[x]^2: two plain reductions, up to 2x faster than var_mean on channels_last batches here
         mean = x.mean(dim=(0, 2, 3))
@@ -81,6 +91,8 @@ class FeatureTap(_Hooks):
 
     def _recorder(self, stage: str):
         def record(module, inputs, output):
+            if not self._mine():
+                return
             output = output.float()  # features and every loss on them stay float32 under bf16 autocast
             if self.pool and output.dim() == 4:
                 output = output.mean(dim=(2, 3))

@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -24,11 +25,19 @@ def _reduce(x: torch.Tensor, reduction: str) -> torch.Tensor:
 
 def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *, T: float = 1.0,
           reduction: str = "batchmean") -> torch.Tensor:
-    """KL(softmax(t/T) || softmax(s/T)) * T^2, Hinton's distillation loss (batchmean over the batch)."""
+    """KL(softmax(t/T) || softmax(s/T)) * T^2, Hinton's distillation loss.
+
+    "batchmean": the mean over the batch (CMI, Fast, DAFL); "elementmean": the mean over all N x C elements,
+    i.e. batchmean / C, what `F.kl_div`'s default reduction gives (ZSKT's solver.py); or "none"/"sum"/"mean"
+    of the per-sample values."""
     log_p_s = F.log_softmax(student_logits / T, dim=1)
     p_t = F.softmax(teacher_logits / T, dim=1)
     per_sample = F.kl_div(log_p_s, p_t, reduction="none").sum(1) * (T * T)
-    return per_sample.mean() if reduction == "batchmean" else _reduce(per_sample, reduction)
+    if reduction == "batchmean":
+        return per_sample.mean()
+    if reduction == "elementmean":
+        return per_sample.mean() / student_logits.shape[1]
+    return _reduce(per_sample, reduction)
 
 
 def bn_stat_loss(stats: Sequence[BNStats], *, first_multiplier: float = 1.0,
@@ -62,24 +71,32 @@ def heterogeneity_ce(head_logits: torch.Tensor, targets: torch.Tensor, *, reduct
 
 def masked_adversarial_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *, T: float = 1.0,
                           use_mask: bool = True, reduction: str = "mean") -> torch.Tensor:
-    """-KL(p_T || p_S) per sample, zeroed where student and teacher disagree (CMI/Fast-Datafree).
+    """-KL(p_T || p_S) per sample, zeroed where student and teacher disagree (CMI/Fast-Datafree), averaged over
+    the whole batch (masked samples count as zeros).
 
-    Without the mask it is the plain adversarial term of ZSKT/DFQ.
+    Without the mask it is the plain adversarial term of ZSKT/DFQ; `reduction="elementmean"` divides the mean
+    by the class count as ZSKT's `F.kl_div` default does.
     """
     kl = kd_kl(student_logits, teacher_logits, T=T, reduction="none")
     if use_mask:
         kl = kl * (student_logits.argmax(1) == teacher_logits.argmax(1)).to(kl.dtype)
+    if reduction == "elementmean":
+        return -kl.mean() / student_logits.shape[1]
     return _reduce(-kl, reduction)
 
 
 def js_divergence(a_logits: torch.Tensor, b_logits: torch.Tensor, *, T: float = 1.0,
                   reduction: str = "mean") -> torch.Tensor:
-    """Jensen-Shannon divergence between softmax(a/T) and softmax(b/T) (ADI's competition term)."""
+    """ADI's competition term as CMI's `criterions.jsdiv` and NVlabs' DeepInversion compute it:
+    0.5 KL(M || P) + 0.5 KL(M || Q) with P, Q = softmax(a/T), softmax(b/T), M = (P + Q) / 2, and all three
+    clamped to [0.01, 0.99] after M is formed. (Not the textbook 0.5 KL(P||M) + 0.5 KL(Q||M): at T = 3 the two
+    differ by about 30%, and this one's gradient is larger.) `reduction="mean"` averages over the batch, as
+    `F.kl_div(..., reduction="batchmean")` does there."""
     p, q = F.softmax(a_logits / T, dim=1), F.softmax(b_logits / T, dim=1)
-    m = 0.5 * (p + q)
-    log_m = m.clamp_min(1e-12).log()
-    js = 0.5 * (F.kl_div(log_m, p, reduction="none").sum(1) + F.kl_div(log_m, q, reduction="none").sum(1))
-    return _reduce(js, reduction)
+    m = (0.5 * (p + q)).clamp(0.01, 0.99)
+    p, q = p.clamp(0.01, 0.99), q.clamp(0.01, 0.99)
+    per_sample = 0.5 * (F.kl_div(p.log(), m, reduction="none").sum(1) + F.kl_div(q.log(), m, reduction="none").sum(1))
+    return _reduce(per_sample, reduction)
 
 
 def contrastive_loss(local_proj: torch.Tensor, global_proj: torch.Tensor, *, T: float = 0.1,
@@ -116,14 +133,26 @@ def dafl_activation_loss(features: torch.Tensor, *, reduction: str = "mean") -> 
     return _reduce(-features.abs(), reduction)
 
 
-def dafl_balance_loss(logits: torch.Tensor) -> torch.Tensor:
-    """DAFL's information-entropy term: sum p_mean log p_mean (minimised -> classes balanced over the batch)."""
+def dafl_balance_loss(logits: torch.Tensor, *, log_base: float = math.e) -> torch.Tensor:
+    """DAFL's information-entropy term: sum p_mean log p_mean (minimised -> classes balanced over the batch).
+    DAFL's own code takes log10 (`DAFL-train.py`); CMI's `class_balance_loss` (DFQ) the natural log."""
     p = F.softmax(logits, dim=1).mean(0)
-    return (p * p.clamp_min(1e-12).log()).sum()
+    return (p * p.clamp_min(1e-12).log()).sum() / math.log(log_base)
 
 
-def total_variation(x: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
-    """Anisotropic L2 total variation image prior of DeepInversion (per image, then reduced)."""
-    dh = (x[:, :, 1:, :] - x[:, :, :-1, :]).pow(2).flatten(1).mean(1)
-    dw = (x[:, :, :, 1:] - x[:, :, :, :-1]).pow(2).flatten(1).mean(1)
-    return _reduce(dh + dw, reduction)
+TV_FORMS = ("l1", "l2")
+
+
+def total_variation(x: torch.Tensor, *, form: str = "l1") -> torch.Tensor:
+    """DeepInversion's total-variation prior over the 4 neighbour directions (right, down, and both diagonals).
+
+    "l1": the sum over directions of the mean absolute difference (CMI's `get_image_prior_losses`, the form its
+    DeepInversion/ADI presets weight); "l2": the sum over directions of the L2 norm of the differences (NVlabs'
+    `loss_var_l2`)."""
+    diffs = (x[:, :, :, :-1] - x[:, :, :, 1:], x[:, :, :-1, :] - x[:, :, 1:, :],
+             x[:, :, 1:, :-1] - x[:, :, :-1, 1:], x[:, :, :-1, :-1] - x[:, :, 1:, 1:])
+    if form == "l1":
+        return sum(d.abs().mean() for d in diffs)
+    if form == "l2":
+        return sum(torch.linalg.vector_norm(d) for d in diffs)
+    raise ValueError(f"unknown total-variation form {form!r}; choose one of {', '.join(TV_FORMS)}")

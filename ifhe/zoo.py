@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .checkpoint import atomic_write_text, load_tensors, load_weights_into, save_tensors, sha256_file
-from .data import NUM_CLASSES, Normalizer, normalization
+from .data import NUM_CLASSES, Normalizer, class_names, normalization
 from .device import fast_layout
 from .errors import CheckpointError, IfheError
 from .models import create_model
@@ -86,10 +86,44 @@ def load_teacher(name: str, device: torch.device | str = "cpu", root: Path | Non
 
 
 def attach_dataset(model: nn.Module, dataset: str, entry: dict | None = None) -> nn.Module:
+    """Give a model what a teacher carries: `.dataset`, `.classes`, `.normalizer` and `.zoo_entry`."""
     model.dataset = dataset
+    model.classes = class_names(dataset, model.num_classes)
     model.normalizer = Normalizer(*normalization(dataset)).to(next(model.parameters()).device)
     model.zoo_entry = entry or {}
     return model
+
+
+def resolve_teacher(ref: str, arch: str | None = None, device: torch.device | str = "cpu",
+                    dataset: str | None = None, root: Path | None = None) -> nn.Module:
+    """The one way to turn what a user names as a teacher into one: a zoo name (`ifhe zoo`) or a
+    .safetensors file (its architecture and dataset from the file, or `arch`/`dataset`). The model comes
+    frozen, in eval mode, channels_last, with `.arch`, `.dataset`, `.classes`, `.normalizer`, `.zoo_entry`."""
+    ref = str(ref)
+    if not ref.endswith(".safetensors"):
+        return load_teacher(ref, device, root)
+    model, meta = load_model(ref, arch, device=device)
+    dataset = dataset or meta.get("dataset")
+    if not dataset:
+        raise IfheError(f"teacher: {ref} does not record its dataset; pass it explicitly")
+    if meta.get("dataset") and meta["dataset"] != dataset:
+        raise IfheError(f"teacher: {ref} is a {meta['dataset']} model, not {dataset}")
+    return attach_dataset(freeze(fast_layout(model)), dataset, meta)
+
+
+def teacher_info(ref: str, root: Path | None = None) -> dict:
+    """A teacher's architecture, dataset and class count without loading its weights ({} when unknown)."""
+    ref = str(ref)
+    if ref.endswith(".safetensors"):
+        from .checkpoint import read_meta
+        try:
+            meta = read_meta(ref)
+        except (OSError, CheckpointError):
+            return {}
+        return {k: meta[k] for k in ("arch", "dataset", "num_classes") if k in meta}
+    entry = read_manifest(root).get(ref)
+    return {k: entry[k] for k in ("arch", "dataset", "num_classes", "test_accuracy", "role") if k in entry} \
+        if entry else {}
 
 
 def publish(model: nn.Module, name: str, dataset: str, accuracy: float, epochs: float, recipe: str,

@@ -22,6 +22,37 @@ def test_paper_presets_are_current_and_valid():
         assert cfg.scale == "reference"
 
 
+def test_readme_method_table_is_current():
+    from make_presets import readme_with_table
+    text = (ROOT / "README.md").read_text()
+    assert readme_with_table(text) == text, "README's method table is stale: run python configs/make_presets.py"
+
+
+def test_method_spec_is_the_one_place_for_methods():
+    from ifhe.methods import METHOD_LABELS, METHOD_SPECS, variants
+    from ifhe.synth import PARAMETRIZATIONS
+    from ifhe.config import PARAMETRIZATIONS as NAMES
+    assert METHODS == tuple(METHOD_SPECS) == tuple(METHOD_LABELS)
+    v = variants()
+    assert v["dafl+ifhe"] == ("dafl", {"alpha": 0.5}) and v["fast+ifhe"] == ("fast", {"alpha": 0.5})
+    assert v["cmi"] == ("cmi", {}) and v["ifhe-a0"] == ("ifhe", {"alpha": 0.0})
+    assert tuple(PARAMETRIZATIONS) == NAMES
+
+
+def test_cpu_scale_keeps_cmis_memory_proportions():
+    s, _ = preset("cmi", "cpu")
+    r, _ = preset("cmi", "reference")
+    assert (r.cr_bank, r.cr_negatives, r.batch_size) == (40960, 4096, 256)
+    assert (s.cr_bank, s.cr_negatives, s.batch_size) == (10240, 1024, 64)  # 160 batches, 16 negatives an image
+
+
+def test_fast_schedule_is_a_fraction_of_the_run():
+    ref = make_config("fast", "reference")
+    assert ref.rounds == 220 and round(ref.warmup * 220) == 20 and round(ref.synth.reset_l0_at * 220) == 140
+    cpu = make_config("fast", "cpu", budget_minutes=10.0)
+    assert cpu.warmup == ref.warmup and cpu.rounds == 200  # the same fractions, of the time budget here
+
+
 def test_ifhe_reference_is_the_paper():
     s, d = preset("ifhe", "reference")
     assert (s.alpha, s.beta, s.gamma, s.adv_kind) == (0.5, 1.0, 0.5, "masked_kl")
@@ -49,6 +80,12 @@ def test_yaml_roundtrip():
     (dict(student="lenet"), "student"),
     (dict(synth={"warp": 1}), "synth.warp"),
     (dict(budget_minutes=-5), "budget_minutes"),
+    (dict(synth={"cr_negatives": 9, "cr_bank": 8}), "synth.cr_negatives"),
+    (dict(synth={"betas": [0.9]}), "synth.betas"),
+    (dict(synth={"act": 0.1, "param": "pixels"}), "synth.act"),
+    (dict(distill={"lr_milestones": [1.5]}), "distill.lr_milestones"),
+    (dict(distill={"optimizer": "rmsprop"}), "distill.optimizer"),
+    (dict(warmup=1.0), "warmup"),
 ])
 def test_invalid_config_names_field(kwargs, field):
     with pytest.raises(IfheError, match=field.replace(".", r"\.")):

@@ -27,8 +27,9 @@ def _check_consistent(out):
     listed = [s["file"] for s in manifest["shards"]]
     assert listed == files == [f"r0_{i:06d}.safetensors" for i in range(ROUNDS)]  # no duplicate, none missing
     assert sum(s["n"] for s in manifest["shards"]) == ROUNDS * BATCH
-    rounds = [json.loads(l)["round"] for l in (out / "metrics.jsonl").read_text().splitlines()]
-    assert rounds == list(range(ROUNDS))  # no gap, no repeat
+    records = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in records if not r.get("final")] == list(range(ROUNDS))  # no gap, no repeat
+    assert [r for r in records if r.get("final")] == [json.loads((out / "result.json").read_text())]
     assert not list(out.rglob(".*tmp*"))
 
 

@@ -48,12 +48,38 @@ def test_masked_adversarial_kl_by_hand():
     assert L.masked_adversarial_kl(s, t, use_mask=False).item() == pytest.approx(-(kl0 + kl1) / 2, rel=1e-6)
 
 
-def test_js_divergence_by_hand():
+def _js_reference(a, b, T):
+    """CMI's criterions.jsdiv / NVlabs' ADI term, written out with Python floats: 0.5 KL(M||P) + 0.5 KL(M||Q)
+    with P, Q, M clamped to [0.01, 0.99] (M formed before clamping), mean over the batch."""
+    def softmax(row):
+        e = [math.exp(v / T) for v in row]
+        return [v / sum(e) for v in e]
+    clamp = lambda v: min(max(v, 0.01), 0.99)  # noqa: E731
+    total = 0.0
+    for ra, rb in zip(a.tolist(), b.tolist()):
+        p, q = softmax(ra), softmax(rb)
+        m = [clamp(0.5 * (x + y)) for x, y in zip(p, q)]
+        p, q = [clamp(x) for x in p], [clamp(x) for x in q]
+        total += 0.5 * sum(mi * math.log(mi / pi) for mi, pi in zip(m, p)) + \
+            0.5 * sum(mi * math.log(mi / qi) for mi, qi in zip(m, q))
+    return total / len(a)
+
+
+def test_js_divergence_is_the_reference_codes_form():
     a, b = torch.tensor([[0.0, 100.0]]), torch.tensor([[100.0, 0.0]])
-    assert L.js_divergence(a, b).item() == pytest.approx(math.log(2), rel=1e-4)  # disjoint: ln 2
+    # disjoint: P, Q clamped to (0.01, 0.99), M = (0.5, 0.5): KL(M||P) = 0.5 ln 50 + 0.5 ln(0.5/0.99)
+    expected = 0.5 * math.log(50) + 0.5 * math.log(0.5 / 0.99)
+    assert L.js_divergence(a, b).item() == pytest.approx(expected, rel=1e-5)
     assert L.js_divergence(a, a).item() == pytest.approx(0.0, abs=1e-6)
-    x, y = torch.randn(4, 5), torch.randn(4, 5)
-    assert L.js_divergence(x, y).item() == pytest.approx(L.js_divergence(y, x).item(), rel=1e-5)
+    torch.manual_seed(0)
+    x, y = 3 * torch.randn(4, 10), 3 * torch.randn(4, 10)
+    for T in (1.0, 3.0):
+        assert L.js_divergence(x, y, T=T).item() == pytest.approx(_js_reference(x, y, T), rel=1e-5)
+    # not the textbook 0.5 KL(P||M) + 0.5 KL(Q||M)
+    p, q = torch.softmax(x / 3, 1), torch.softmax(y / 3, 1)
+    m = 0.5 * (p + q)
+    textbook = 0.5 * ((p * (p / m).log()).sum(1) + (q * (q / m).log()).sum(1)).mean().item()
+    assert abs(L.js_divergence(x, y, T=3.0).item() - textbook) > 0.01
 
 
 def test_contrastive_loss_by_hand():
@@ -71,6 +97,7 @@ def test_dafl_terms_by_hand():
     assert L.dafl_activation_loss(f).item() == pytest.approx(-2.0)
     uniform = torch.zeros(4, 2)
     assert L.dafl_balance_loss(uniform).item() == pytest.approx(-math.log(2))
+    assert L.dafl_balance_loss(uniform, log_base=10).item() == pytest.approx(-math.log10(2))  # DAFL's own log10
     one_class = torch.tensor([[50.0, 0.0]] * 4)
     assert L.dafl_balance_loss(one_class).item() == pytest.approx(0.0, abs=1e-6)
 
@@ -78,8 +105,13 @@ def test_dafl_terms_by_hand():
 def test_total_variation_by_hand():
     x = torch.zeros(1, 1, 2, 2)
     x[0, 0, 0, 0] = 1.0
-    # vertical diffs: (1, 0) -> mean of squares 0.5 ; horizontal: (1, 0) -> 0.5
-    assert L.total_variation(x).item() == pytest.approx(1.0)
+    # CMI's l1 form, directions right, down, anti-diagonal, diagonal: |1-0| over 2 pairs -> 0.5, 0.5;
+    # anti-diagonal x[1,0]-x[0,1] = 0 -> 0; diagonal x[0,0]-x[1,1] = 1 over 1 pair -> 1
+    assert L.total_variation(x, form="l1").item() == pytest.approx(0.5 + 0.5 + 0.0 + 1.0)
+    # NVlabs' l2 form: norms 1, 1, 0, 1
+    assert L.total_variation(x, form="l2").item() == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="total-variation form"):
+        L.total_variation(x, form="l3")
 
 
 def test_unknown_reduction():
@@ -99,3 +131,15 @@ def test_attention_transfer_by_hand():
     assert L.attention_transfer([s, s], [t, 2 * s]).item() == pytest.approx(expected, rel=1e-6)  # scale-free
     with pytest.raises(ValueError, match="one teacher map"):
         L.attention_transfer([s], [])
+
+
+def test_elementmean_is_f_kl_div_default_reduction():
+    """ZSKT's solver.py calls F.kl_div without a reduction: the mean over all N x C elements."""
+    import torch.nn.functional as F
+    torch.manual_seed(0)
+    s, t = torch.randn(5, 10), torch.randn(5, 10)
+    zskt = F.kl_div(F.log_softmax(s, dim=1), F.softmax(t, dim=1), reduction="mean")
+    assert L.kd_kl(s, t, reduction="elementmean").item() == pytest.approx(zskt.item(), rel=1e-6)
+    assert L.kd_kl(s, t).item() == pytest.approx(10 * zskt.item(), rel=1e-6)
+    assert L.masked_adversarial_kl(s, t, use_mask=False, reduction="elementmean").item() == \
+        pytest.approx(-zskt.item(), rel=1e-6)

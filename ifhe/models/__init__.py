@@ -11,7 +11,7 @@ from typing import Callable
 from torch import nn
 
 from ..errors import IfheError
-from .generator import Generator
+from .generator import GENERATORS, Generator
 from .resnet import ResNet
 from .vgg import VGG
 from .wrn import WideResNet
@@ -46,8 +46,11 @@ def create_model(name: str, num_classes: int) -> nn.Module:
     return model
 
 
-def create_generator(nz: int = 256, ngf: int = 64, img_size: int = 32) -> Generator:
-    return Generator(nz=nz, ngf=ngf, img_size=img_size)
+def create_generator(name: str = "cmi", nz: int = 256, ngf: int = 64, img_size: int = 32) -> Generator:
+    """A generator network by name: cmi, large (CMI's LargeGenerator), dafl, zskt (see models/generator.py)."""
+    if name not in GENERATORS:
+        raise IfheError(f"unknown generator {name!r}; known: {', '.join(GENERATORS)}")
+    return GENERATORS[name](nz=nz, ngf=ngf, img_size=img_size)
 
 
-__all__ = ["ARCHITECTURES", "create_model", "create_generator", "Generator"]
+__all__ = ["ARCHITECTURES", "GENERATORS", "create_model", "create_generator", "Generator"]

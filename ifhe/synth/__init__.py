@@ -1,5 +1,6 @@
-"""Synthesizers: every method is a preset of `InversionSynthesizer` (see ifhe.config.preset)."""
-from .base import StepReport, Synthesizer, no_param_grads
-from .inversion import LIVE_WEIGHTS, InversionSynthesizer
+"""Synthesizers: every method is a preset of `InversionSynthesizer` (see ifhe.methods and ifhe.config.preset)."""
+from .base import ImageParametrization, StepReport, Synthesizer, no_param_grads
+from .inversion import PARAMETRIZATIONS, InversionSynthesizer
 
-__all__ = ["StepReport", "Synthesizer", "InversionSynthesizer", "LIVE_WEIGHTS", "no_param_grads"]
+__all__ = ["ImageParametrization", "StepReport", "Synthesizer", "InversionSynthesizer", "PARAMETRIZATIONS",
+           "no_param_grads"]

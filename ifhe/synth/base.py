@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -11,11 +12,38 @@ from torch import nn
 
 @dataclass
 class StepReport:
-    """One optimizer iteration. Loss terms stay 0-d device tensors: reading them is the caller's host sync."""
+    """One optimizer iteration. Loss terms stay 0-d device tensors: reading them is the caller's host sync.
+    `metrics` are read-outs that are not optimized (e.g. how often h agrees with the teacher on the batch)."""
 
     round: int
     iteration: int
     losses: dict[str, torch.Tensor]
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class ImageParametrization(Protocol):
+    """How a method's images are made and what the optimizer moves: pixels, a generator and its z, or a
+    meta-learned generator. `ifhe.synth.PARAMETRIZATIONS` maps `synth.param` to the class; each is built with
+    `from_config(cfg, normalizer, device, rng)`."""
+
+    generator: nn.Module | None
+
+    def start_round(self, batch_size: int) -> None: ...
+
+    def render(self) -> torch.Tensor:
+        """The current batch in [0, 1] (float; a generator whose output is the teacher's input is mapped back)."""
+
+    def zero_grad(self) -> None: ...
+
+    def after_backward(self) -> None: ...
+
+    def step(self) -> None: ...
+
+    def end_round(self) -> None: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 class Synthesizer(ABC):

@@ -1,12 +1,13 @@
 """One inversion mechanism for every method: a parametrization renders images, the frozen teacher (and the
-student, the head h) score them with weighted loss terms, and the lowest-loss batch of each round is kept.
+student, the head h) score them with the weighted loss terms of `ifhe.terms.TERMS`, and the lowest-loss batch of
+each round is kept.
 
     L_inv = alpha * L_H + beta * L_bns + gamma * L_adv  (+ oh * L_oh + cr * L_cr + act * L_act + balance * L_bal
                                                           + tv * L_tv for the baselines)
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -14,15 +15,19 @@ from torch import nn
 
 from .. import losses as L
 from ..config import SynthConfig
-from ..errors import IfheError
-from ..data import Normalizer, random_crop_flip, random_resized_crop, to_uint8
-from ..device import autocast, check_precision
+from ..data import Normalizer, random_crop_flip, random_resized_crop, roll_flip, to_uint8
+from ..device import RunRNG, autocast, check_precision
+from ..errors import DivergenceError, IfheError
 from ..hooks import BNStatHook, FeatureTap
-from .base import StepReport, Synthesizer, no_param_grads
-from .generative import GeneratorImages, MetaGeneratorImages
+from ..schedules import cosine_lr
+from ..terms import StepTensors, compute_terms, tapped_stages
+from .base import ImageParametrization, StepReport, Synthesizer, no_param_grads
+from .generative import GeneratorImages, MetaGeneratorImages, reset_first_layer
 from .pixel import PixelImages
 
-LIVE_WEIGHTS = ("alpha", "beta", "gamma", "oh", "cr", "act", "balance", "tv")
+# synth.param -> factory(cfg, normalizer, device, rng); the names are config.PARAMETRIZATIONS
+PARAMETRIZATIONS: dict[str, Callable[..., ImageParametrization]] = {
+    "pixels": PixelImages.from_config, "generator": GeneratorImages, "meta": MetaGeneratorImages}
 
 
 class ProjectionHead(nn.Module):
@@ -36,44 +41,58 @@ class ProjectionHead(nn.Module):
         return F.normalize(self.net(x), dim=1)
 
 
-class FeatureCache:
-    """A fixed-size ring of earlier rounds' (local, global) features: CMI's negatives, bounded in memory."""
+class FeatureMemory:
+    """CMI's memory of earlier rounds' (local, global) features: a ring of `capacity` rows from which each
+    iteration draws `k` distinct rows at random (all rows written so far until it is full), as CMI's
+    `MemoryBank.get_data` does. Rows are stored as float16 (half the memory of CMI's float32; a feature is an
+    instance mean of a BN input, far inside float16's range) and drawn as float32."""
 
     def __init__(self, capacity: int, dim: int, device: torch.device):
-        self.data = torch.zeros(capacity, dim, device=device)
+        self.data = torch.zeros(capacity, dim, device=device, dtype=torch.float16)
         self.count = 0
         self.ptr = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self.data.numel() * self.data.element_size()
 
     def add(self, feats: torch.Tensor) -> None:
         feats = feats[-self.data.shape[0]:]
         n = feats.shape[0]
         idx = (self.ptr + torch.arange(n, device=self.data.device)) % self.data.shape[0]
-        self.data[idx] = feats.detach()
+        self.data[idx] = feats.detach().to(self.data.dtype)
         self.ptr = (self.ptr + n) % self.data.shape[0]
         self.count = min(self.count + n, self.data.shape[0])
 
-    def all(self) -> torch.Tensor:
-        return self.data[:self.count]
+    def draw(self, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.count == 0:
+            return self.data[:0].float()
+        if self.count <= k:
+            return self.data[:self.count].float()
+        idx = torch.randperm(self.count, device=self.data.device, generator=generator)[:k]
+        return self.data[idx].float()
 
     def state_dict(self) -> dict:
         return {"data": self.data, "count": self.count, "ptr": self.ptr}
 
     def load_state_dict(self, s: dict) -> None:
-        self.data.copy_(s["data"])
+        self.data.copy_(s["data"].to(self.data.dtype))
         self.count, self.ptr = s["count"], s["ptr"]
 
 
-def make_parametrization(cfg: SynthConfig, normalizer: Normalizer, device: torch.device):
-    if cfg.param == "pixels":
-        return PixelImages(cfg.lr_g, normalizer, device)
-    if cfg.param == "meta":
-        return MetaGeneratorImages(cfg.nz, cfg.lr_g, cfg.lr_z, cfg.iterations, device)
-    return GeneratorImages(cfg.nz, cfg.lr_g, cfg.lr_z, cfg.reset_generator, device)
+def augment(x01: torch.Tensor, kind: str, rng: RunRNG) -> torch.Tensor:
+    """What each reference code does to the rendered batch before the teacher sees it."""
+    if kind == "crop_flip":
+        return random_crop_flip(x01, generator=rng.cpu)
+    if kind == "roll_flip":
+        return roll_flip(x01, generator=rng.cpu)
+    return x01
 
 
 class InversionSynthesizer(Synthesizer):
     def __init__(self, cfg: SynthConfig, teacher: nn.Module, student: nn.Module, head: nn.Module | None,
-                 normalizer: Normalizer, num_classes: int, device: torch.device, precision: str = "fp32"):
+                 normalizer: Normalizer, num_classes: int, device: torch.device, precision: str = "fp32",
+                 rng: RunRNG | None = None):
         self.cfg = cfg.validate()
         self.precision = check_precision(precision)  # an unknown one fails here, not at the first step
         if student is teacher:
@@ -83,10 +102,14 @@ class InversionSynthesizer(Synthesizer):
             raise IfheError("the teacher must be frozen (ifhe.zoo.freeze) before synthesis")
         self.teacher, self.student, self.head = teacher, student, head
         self.normalizer, self.num_classes, self.device = normalizer, num_classes, device
-        self.param = make_parametrization(cfg, normalizer, device)
+        self.rng = rng or RunRNG.from_global(device)
+        self.param = PARAMETRIZATIONS[cfg.param](cfg, normalizer, device, self.rng)
         self.round, self.iteration = -1, 0
+        self.adversarial_on = True        # off during a warm-up (Fast-Datafree)
+        self.l0_reset_done = False
         self.targets: torch.Tensor | None = None
         self.best_loss = self.best_x = self.best_targets = self.best_feats = None
+        self._feats: torch.Tensor | None = None
         self._last_x: torch.Tensor | None = None
         self._last_bn: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self.bn_momentum_stats: list[tuple[torch.Tensor, torch.Tensor]] | None = None
@@ -97,54 +120,50 @@ class InversionSynthesizer(Synthesizer):
                 dim = sum(s.instance_mean.shape[1] for s in hook.stats)
             self.cr_head = ProjectionHead(dim, cfg.cr_head_dim).to(device)
             self.cr_opt = torch.optim.Adam(self.cr_head.parameters(), lr=cfg.lr_g)
-            self.negatives = FeatureCache(cfg.cr_negatives, 2 * dim, device)
+            self.negatives = FeatureMemory(cfg.cr_bank, 2 * dim, device)
 
     @property
     def generator(self) -> nn.Module | None:
         return self.param.generator
 
     def set_weights(self, **weights: float) -> None:
-        """Change loss weights between steps (the app's sliders); the next step uses them."""
-        unknown = set(weights) - set(LIVE_WEIGHTS)
-        if unknown:
-            raise ValueError(f"not a live loss weight: {sorted(unknown)}; live: {LIVE_WEIGHTS}")
-        cfg = replace(self.cfg, **weights).validate()
-        if (cfg.cr > 0) != (self.cfg.cr > 0) or (cfg.act > 0 and self.cfg.param == "pixels"):
-            raise ValueError("the contrastive/activation terms cannot be switched on or off during a run")
-        self.cfg = cfg
+        """Change loss weights between steps (the app's sliders); validated by SynthConfig.with_weights."""
+        self.cfg = self.cfg.with_weights(**weights)
 
     # ---- round lifecycle ---------------------------------------------------------------------------------
-    def start_round(self, round_index: int) -> None:
+    def start_round(self, round_index: int, progress: float = 0.0, warmup: bool = False) -> None:
+        """`progress`: the run's fraction done (Fast's late layer reset); `warmup`: no adversarial term."""
         self.round, self.iteration = round_index, 0
-        b = self.cfg.batch_size
-        self.targets = torch.randint(0, self.num_classes, (b,), device=self.device).sort().values
+        self.adversarial_on = not warmup
+        cfg, b = self.cfg, self.cfg.batch_size
+        if cfg.reset_l0_at is not None and not self.l0_reset_done and progress >= cfg.reset_l0_at:
+            reset_first_layer(self.param.generator, self.rng.dev)
+            self.l0_reset_done = True
+        if cfg.lr_g_schedule == "cosine":  # ZSKT anneals its generator too
+            self.param.set_lr(cosine_lr(cfg.lr_g, progress))
+        self.targets = torch.randint(0, self.num_classes, (b,), device=self.device, generator=self.rng.dev).sort().values
         self.best_loss = torch.full((), float("inf"), device=self.device)
         self.best_x = self.best_targets = self.best_feats = None
-        self.student.train(self.cfg.student_train)
+        self.student.train(cfg.student_train)
         self.param.start_round(b)
 
     def step(self) -> StepReport:
         cfg = self.cfg
-        stages = list(cfg.h_stages) if cfg.alpha > 0 else []
-        if cfg.act > 0 and "penultimate" not in stages:
-            stages.append("penultimate")
         self.param.zero_grad()
         if self.cr_opt is not None:
             self.cr_opt.zero_grad(set_to_none=True)
         with no_param_grads(self.student, self.head), autocast(self.device, self.precision):
             x01 = self.param.render().float()  # the kept images are never rounded to bf16
-            x = self.normalizer(random_crop_flip(x01)).contiguous(memory_format=torch.channels_last)
+            x = self.normalizer(augment(x01, cfg.augment, self.rng)).contiguous(memory_format=torch.channels_last)
             with BNStatHook(self.teacher, instance_means=cfg.cr > 0) as bn, \
-                    FeatureTap(self.teacher, stages) as tap:
+                    FeatureTap(self.teacher, tapped_stages(cfg)) as tap:
                 t_logits = self.teacher(x).float()
-                global_stats = bn.stats
-                bn.clear()
+                stats = bn.stats
+                bn.clear()  # a second pass (CMI's local view) records afresh
                 targets = t_logits.argmax(1).detach() if cfg.targets == "argmax" else self.targets
-                terms = self._terms(x, x01, t_logits, targets, global_stats, tap, bn)
-            weights = {"H": cfg.alpha, "bns": cfg.beta, "adv": cfg.gamma, "oh": cfg.oh, "cr": cfg.cr,
-                       "act": cfg.act, "balance": cfg.balance, "tv": cfg.tv}
-            total = sum(weights[k] * v for k, v in terms.items())
-            if not isinstance(total, torch.Tensor):  # every weight is zero: nothing to optimize this step
+                tensors = StepTensors(self, x, x01, t_logits, targets, stats, tap, bn)
+                terms, total = compute_terms(cfg, tensors)
+            if total is None:  # every weight is zero: nothing to optimize this step
                 total = x01.sum() * 0.0
             total.backward()
         self.param.after_backward()
@@ -152,44 +171,23 @@ class InversionSynthesizer(Synthesizer):
         if self.cr_opt is not None:
             self.cr_opt.step()
         self._keep_if_best(total.detach(), x01.detach(), targets)
-        self._last_bn = [(s.mean.detach(), s.var.detach()) for s in global_stats]
+        self._last_bn = [(s.mean.detach(), s.var.detach()) for s in stats]
         self.iteration += 1
         report = {k: v.detach() for k, v in terms.items()}
         report["total"] = total.detach()
-        return StepReport(self.round, self.iteration, report)
+        metrics = {}
+        if tensors.head_logits is not None:  # is h learning? its agreement with the teacher on this batch
+            metrics["h_agree"] = (tensors.head_logits.argmax(1) == t_logits.argmax(1)).float().mean().detach()
+        return StepReport(self.round, self.iteration, report, metrics)
 
-    def _terms(self, x, x01, t_logits, targets, stats, tap, bn) -> dict[str, torch.Tensor]:
-        cfg, terms = self.cfg, {}
-        if cfg.beta > 0:
-            terms["bns"] = L.bn_stat_loss(stats, first_multiplier=cfg.bn_first_multiplier,
-                                          momentum_stats=self.bn_momentum_stats, momentum=cfg.bn_momentum)
-        if cfg.oh > 0:
-            terms["oh"] = L.one_hot_ce(t_logits, targets)
-        if cfg.alpha > 0:
-            terms["H"] = L.heterogeneity_ce(self.head(tap.concat_of(cfg.h_stages)).float(), targets)
-        if cfg.gamma > 0 and self.round >= cfg.adv_warmup_rounds:
-            s_logits = self.student(x).float()
-            if cfg.adv_kind == "js":
-                terms["adv"] = -L.js_divergence(s_logits, t_logits, T=cfg.adv_T)
-            else:
-                terms["adv"] = L.masked_adversarial_kl(s_logits, t_logits, T=cfg.adv_T,
-                                                       use_mask=cfg.adv_kind == "masked_kl")
-        if cfg.act > 0:
-            terms["act"] = L.dafl_activation_loss(tap.features["penultimate"])
-        if cfg.balance > 0:
-            terms["balance"] = L.dafl_balance_loss(t_logits)
-        if cfg.tv > 0:
-            terms["tv"] = L.total_variation(self.normalizer(x01))
-        if cfg.cr > 0:
-            terms["cr"] = self._contrastive(x01, stats, bn)
-        return terms
-
-    def _contrastive(self, x01, global_stats, bn) -> torch.Tensor:
-        global_f = torch.cat([s.instance_mean for s in global_stats], dim=1)
-        local_view = self.normalizer(random_resized_crop(x01)).contiguous(memory_format=torch.channels_last)
-        self.teacher(local_view)
-        local_f = torch.cat([s.instance_mean for s in bn.stats], dim=1)
-        cached_local, cached_global = self.negatives.all().chunk(2, dim=1)
+    def contrastive(self, s: StepTensors) -> torch.Tensor:
+        """CMI's term: a second teacher pass on a random-resized crop (the local view) must identify its own
+        global view among the batch and `cr_negatives` rows drawn from the memory of earlier rounds."""
+        global_f = torch.cat([b.instance_mean for b in s.stats], dim=1)
+        local_view = self.normalizer(random_resized_crop(s.x01, generator=self.rng.cpu))
+        self.teacher(local_view.contiguous(memory_format=torch.channels_last))
+        local_f = torch.cat([b.instance_mean for b in s.bn_hook.stats], dim=1)
+        cached_local, cached_global = self.negatives.draw(self.cfg.cr_negatives, self.rng.dev).chunk(2, dim=1)
         proj = self.cr_head(torch.cat([local_f, cached_local, global_f, cached_global])).float()
         p_local, p_global = proj.chunk(2, dim=0)
         self._feats = torch.cat([local_f, global_f], dim=1).detach()
@@ -200,8 +198,7 @@ class InversionSynthesizer(Synthesizer):
         better = total < self.best_loss
         self.best_loss = torch.where(better, total, self.best_loss)
         if self.best_x is None:
-            self.best_x, self.best_targets = x01.clone(), targets.clone()
-            self.best_feats = getattr(self, "_feats", None)
+            self.best_x, self.best_targets, self.best_feats = x01.clone(), targets.clone(), self._feats
         else:
             self.best_x = torch.where(better, x01, self.best_x)
             self.best_targets = torch.where(better, targets, self.best_targets)
@@ -214,11 +211,24 @@ class InversionSynthesizer(Synthesizer):
             raise RuntimeError("no step has run yet")
         return to_uint8(self._last_x).cpu(), self.targets.cpu()
 
+    def regenerated_batch(self) -> torch.Tensor:
+        """The round's last z through the updated generator, float in [0, 1] (ZSKT's KD batch)."""
+        if not hasattr(self.param, "rerender"):
+            raise IfheError(f"synth.param={self.cfg.param} cannot re-render its batch; distill.source=regenerate "
+                            f"needs param=generator")
+        return self.param.rerender()
+
+    def kept_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The round's kept batch as float images in [0, 1] on the device (not rounded to uint8): what ZSKT's and
+        DAFL's students learn from."""
+        if self.best_x is None:
+            raise RuntimeError("no step of this round has run yet")
+        return self.best_x, self.best_targets
+
     def commit(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.best_x is None:
             raise RuntimeError("commit() before any step of the round")
         if not torch.isfinite(self.best_x).all():
-            from ..errors import DivergenceError
             raise DivergenceError(f"round {self.round}: the synthesized images are not finite")
         self.param.end_round()
         if self.negatives is not None and self.best_feats is not None:
@@ -239,7 +249,7 @@ class InversionSynthesizer(Synthesizer):
 
     # ---- persistence -------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        s = {"param": self.param.state_dict(), "round": self.round,
+        s = {"param": self.param.state_dict(), "round": self.round, "l0_reset_done": self.l0_reset_done,
              "bn_momentum_stats": [list(t) for t in self.bn_momentum_stats] if self.bn_momentum_stats else None}
         if self.cr_head is not None:
             s |= {"cr_head": self.cr_head.state_dict(), "cr_opt": self.cr_opt.state_dict(),
@@ -249,6 +259,7 @@ class InversionSynthesizer(Synthesizer):
     def load_state_dict(self, state: dict) -> None:
         self.param.load_state_dict(state["param"])
         self.round = state["round"]
+        self.l0_reset_done = bool(state.get("l0_reset_done", False))
         bms = state.get("bn_momentum_stats")
         self.bn_momentum_stats = [(a.to(self.device), b.to(self.device)) for a, b in bms] if bms else None
         if self.cr_head is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..data import Normalizer
+from ..device import RunRNG
 
 
 class PixelImages:
@@ -11,16 +12,23 @@ class PixelImages:
 
     generator = None
 
-    def __init__(self, lr: float, normalizer: Normalizer, device: torch.device, img_size: int = 32):
-        self.lr, self.normalizer, self.device, self.img_size = lr, normalizer, device, img_size
+    def __init__(self, lr: float, normalizer: Normalizer, device: torch.device, rng: RunRNG, img_size: int = 32,
+                 betas: tuple[float, float] = (0.5, 0.99)):
+        self.lr, self.normalizer, self.device, self.rng, self.img_size = lr, normalizer, device, rng, img_size
+        self.betas = tuple(betas)
         self.x: torch.Tensor | None = None
         self.opt: torch.optim.Optimizer | None = None
         self._lo = ((0 - normalizer.mean) / normalizer.std).to(device)
         self._hi = ((1 - normalizer.mean) / normalizer.std).to(device)
 
+    @classmethod
+    def from_config(cls, cfg, normalizer: Normalizer, device: torch.device, rng: RunRNG) -> "PixelImages":
+        return cls(cfg.lr_g, normalizer, device, rng, betas=cfg.betas or (0.5, 0.99))
+
     def start_round(self, batch_size: int) -> None:
-        self.x = torch.randn(batch_size, 3, self.img_size, self.img_size, device=self.device).requires_grad_()
-        self.opt = torch.optim.Adam([self.x], lr=self.lr, betas=(0.5, 0.99))
+        self.x = torch.randn(batch_size, 3, self.img_size, self.img_size, device=self.device,
+                             generator=self.rng.dev).requires_grad_()
+        self.opt = torch.optim.Adam([self.x], lr=self.lr, betas=self.betas)
 
     def render(self) -> torch.Tensor:
         return self.normalizer.denormalize(self.x)
@@ -46,6 +54,6 @@ class PixelImages:
     def load_state_dict(self, state: dict) -> None:
         if state.get("x") is not None:
             self.x = state["x"].to(self.device).requires_grad_()
-            self.opt = torch.optim.Adam([self.x], lr=self.lr, betas=(0.5, 0.99))
+            self.opt = torch.optim.Adam([self.x], lr=self.lr, betas=self.betas)
             if state.get("opt"):
                 self.opt.load_state_dict(state["opt"])
