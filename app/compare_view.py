@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import paper
+from ifhe import paper
 from .runs import RunInfo, arch_of_teacher
 
 

@@ -1,5 +1,5 @@
 """Every method of the engine, one entry each: its label, its reference settings with their sources, its
-exceptions to the CPU scale, its sweep variants and the paper's figure for it.
+exceptions to the CPU scale and its sweep variants (the paper's figures for them: ifhe.paper).
 
 Everything else derives from this table: `config.METHODS` and `config.preset`, the sweep variants of
 `ifhe reproduce`, the app's method list and labels, `configs/paper/` (`configs/make_presets.py`) and the
@@ -23,8 +23,6 @@ class Method:
     cpu_distill: dict = field(default_factory=dict)
     source: str = ""              # the code the reference settings follow
     variants: dict = field(default_factory=dict)     # extra sweep variants: name -> synth overrides
-    paper: float | None = None    # the IFHE paper's CIFAR-10 WRN40-2 -> WRN16-1 figure for this row
-    paper_note: str = ""
 
 
 # The reference code runs 200 epochs of 400 KD steps (Fast-Datafree 220); GAN-style methods synthesize once per
@@ -37,13 +35,12 @@ METHOD_SPECS: dict[str, Method] = {m.name: m for m in (
                       tv_form="l1", augment="roll_flip"),
            distill=dict(batch_size=256, steps_per_round=400),
            source="zju-vipa/CMI scripts/deepinv/deepinv_cifar10_wrn402_wrn161.sh without its --adv 1 (that "
-                  "script is ADI)",
-           paper_note="ADI row (DeepInversion with its adaptive term): 83.04"),
+                  "script is ADI)"),
     Method("adi", "ADI", "DeepInversion + adversarial Jensen-Shannon term (T 3); KD from the bank",
            synth=dict(param="pixels", iterations=1000, batch_size=256, lr_g=0.1, oh=1.0, beta=10.0, tv=1e-3,
                       tv_form="l1", augment="roll_flip", gamma=1.0, adv_kind="js", adv_T=3.0),
            distill=dict(batch_size=256, steps_per_round=400),
-           source="zju-vipa/CMI scripts/deepinv/deepinv_cifar10_wrn402_wrn161.sh", paper=83.04),
+           source="zju-vipa/CMI scripts/deepinv/deepinv_cifar10_wrn402_wrn161.sh"),
     Method("dafl", "DAFL", "DAFL's own generator (z resampled; tanh + BN output); one KD step on each "
                            "generator batch, 1:1",
            synth=dict(param="generator", generator="dafl", iterations=1, batch_size=1024, lr_g=0.02, lr_z=0.0,
@@ -53,7 +50,7 @@ METHOD_SPECS: dict[str, Method] = {m.name: m for m in (
                         augment=False, lr_schedule="multistep", lr_milestones=(0.4, 0.8)),
            run=dict(rounds=2000 * 120),
            source="huawei-noah/Efficient-Computing DAFL/DAFL-train.py with its README's CIFAR-10 command",
-           variants={"dafl+ifhe": {"alpha": 0.5}}, paper=65.71),
+           variants={"dafl+ifhe": {"alpha": 0.5}}),
     Method("zskt", "ZSKT", "ZSKT's generator (z resampled) scored against the student in training mode; 10 "
                            "KD steps (Adam, KL + attention transfer) on the updated generator's batch",
            synth=dict(param="generator", generator="zskt", iterations=1, batch_size=128, lr_g=1e-3, lr_z=0.0,
@@ -64,7 +61,7 @@ METHOD_SPECS: dict[str, Method] = {m.name: m for m in (
                         optimizer="adam", lr=2e-3, weight_decay=0.0, grad_clip=5.0, kl_reduction="elementmean",
                         augment=False),
            run=dict(rounds=80000),
-           source="polo5/ZeroShotKnowledgeTransfer scripts/ZeroShot/main2.sh, solver.py", paper=83.74),
+           source="polo5/ZeroShotKnowledgeTransfer scripts/ZeroShot/main2.sh, solver.py"),
     Method("dfq", "DFQ", "CMI's large generator (z resampled); 10 KD steps on fresh samples per generator step",
            synth=dict(param="generator", generator="large", iterations=1, batch_size=256, lr_z=0.0,
                       reset_generator=False, beta=1.0, oh=1.0, gamma=1.0, adv_kind="kl", balance=20.0,
@@ -72,18 +69,17 @@ METHOD_SPECS: dict[str, Method] = {m.name: m for m in (
            distill=dict(steps_per_round=10, batch_size=256, source="generator", T=1.0, augment=False),
            run=dict(rounds=200 * 40),
            source="zju-vipa/CMI scripts/dfq/dfq_cifar10_wrn402_wrn161.sh",
-           variants={"dfq+ifhe": {"alpha": 0.5}}, paper=86.14),
+           variants={"dfq+ifhe": {"alpha": 0.5}}),
     Method("cmi", "CMI", "generator + z, re-initialised each round; contrastive memory; KD from the bank",
            synth=dict(param="generator", iterations=200, batch_size=256, lr_g=1e-3, lr_z=1e-3, reset_generator=True,
                       beta=1.0, oh=1.0, gamma=0.5, cr=0.8, cr_T=0.1, cr_bank=40960, cr_negatives=4096),
            distill=dict(steps_per_round=400, batch_size=128),
-           source="zju-vipa/CMI scripts/cmi/scratch_cmi_cifar10_wrn402_wrn161.sh", paper=90.01,
-           paper_note="90.01 is CMI's adversarial stage on 50k pre-inverted images; its one-stage script "
-                      "(this preset) reports 88.82"),
+           source="zju-vipa/CMI scripts/cmi/scratch_cmi_cifar10_wrn402_wrn161.sh"),
     Method("fast", "Fast", "meta-learned generator (first-order MAML), z; warm-up without KD; KD from the bank",
            synth=dict(param="meta", iterations=5, batch_size=256, lr_g=3e-3, lr_z=0.01, reset_generator=False,
-                      beta=10.0, bn_momentum=0.9, oh=0.4, gamma=1.1, reset_l0_at=140 / 220),
+                      beta=10.0, bn_momentum=0.9, oh=0.4, gamma=1.1, reset_l0_at=139 / 220),
            distill=dict(steps_per_round=400, batch_size=256, lr=0.2, lr_min=2e-4),
+           # the 140th round (index 139) re-draws the first layers; KD starts at round index 20
            run=dict(rounds=220, warmup=20 / 220),
            source="zju-vipa/Fast-Datafree scripts/fast_cifar.sh (WRN, g_steps 5)",
            variants={"fast+ifhe": {"alpha": 0.5}}),
@@ -94,17 +90,11 @@ METHOD_SPECS: dict[str, Method] = {m.name: m for m in (
            distill=dict(steps_per_round=400, batch_size=128),
            source="the IFHE paper (DAC 2023), built on CMI's code: CMI's generator schedule with L_oh and L_cr "
                   "replaced by L_H (no IFHE code is public)",
-           variants={"ifhe-a0": {"alpha": 0.0}, "ifhe-a0.5": {"alpha": 0.5}, "ifhe-a1": {"alpha": 1.0}},
-           paper=91.80),
+           variants={"ifhe-a0": {"alpha": 0.0}, "ifhe-a0.5": {"alpha": 0.5}, "ifhe-a1": {"alpha": 1.0}}),
 )}
 
 METHODS: tuple[str, ...] = tuple(METHOD_SPECS)
 METHOD_LABELS: dict[str, str] = {m.name: m.label for m in METHOD_SPECS.values()}
-
-# The paper's other rows that are not a method preset of their own.
-PAPER_EXTRA = {"teacher": 94.87, "student (scratch)": 91.12, "ifhe-a0": 91.23, "ifhe-a0.5": 91.80,
-               "ifhe-a1": 91.66, "dafl+ifhe": 69.18}
-PAPER_NOTES_EXTRA = {"dafl+ifhe": "ablation table: DAFL 66.43 -> 69.18", "dfq+ifhe": "ablation table: DFQ 84.86 -> 85.96"}
 
 
 def variants() -> dict[str, tuple[str, dict]]:
@@ -114,12 +104,3 @@ def variants() -> dict[str, tuple[str, dict]]:
         out[m.name] = (m.name, {})
         out.update({name: (m.name, dict(over)) for name, over in m.variants.items()})
     return out
-
-
-def paper_figures() -> dict[str, float]:
-    """The paper's CIFAR-10 WRN40-2 -> WRN16-1 figures by row name."""
-    return {**{m.name: m.paper for m in METHOD_SPECS.values() if m.paper is not None}, **PAPER_EXTRA}
-
-
-def paper_notes() -> dict[str, str]:
-    return {**{m.name: m.paper_note for m in METHOD_SPECS.values() if m.paper_note}, **PAPER_NOTES_EXTRA}

@@ -42,27 +42,18 @@ from .checkpoint import atomic_write_text
 from .config import make_config, to_dict
 from .errors import IfheError
 from .jsonl import JsonlLog
+from .methods import variants
+from .paper import ABLATION_PAIRS, NOTES as PAPER_NOTES, headline_figures
 from .machine import DEFAULT_TOLERANCE, calibration_seconds, machine_label, relative_difference, same_machine
 
-# name -> (method preset, synth overrides). The one table of sweep variants: everything below reads it.
-VARIANTS: dict[str, tuple[str, dict]] = {
-    "deepinversion": ("deepinversion", {}), "adi": ("adi", {}), "dafl": ("dafl", {}), "zskt": ("zskt", {}),
-    "dfq": ("dfq", {}), "cmi": ("cmi", {}), "fast": ("fast", {}), "ifhe": ("ifhe", {}),
-    "ifhe-a0": ("ifhe", {"alpha": 0.0}), "ifhe-a0.5": ("ifhe", {"alpha": 0.5}), "ifhe-a1": ("ifhe", {"alpha": 1.0}),
-    "dafl+ifhe": ("dafl", {"alpha": 0.5}), "dfq+ifhe": ("dfq", {"alpha": 0.5}),
-}
-
-# The paper's CIFAR-10 table (WRN40-2 -> WRN16-1 column) and ablations, for side-by-side display.
-PAPER_CIFAR10_WRN40_2_WRN16_1 = {"teacher": 94.87, "student (scratch)": 91.12, "dafl": 65.71, "zskt": 83.74,
-                                 "adi": 83.04, "dfq": 86.14, "cmi": 90.01, "ifhe": 91.80, "ifhe-a0": 91.23,
-                                 "ifhe-a0.5": 91.80, "ifhe-a1": 91.66, "dafl+ifhe": 69.18}
-PAPER_NOTES = {"deepinversion": "ADI row (DeepInversion with its adaptive term): 83.04",
-               "dafl+ifhe": "ablation table: DAFL 66.43 -> 69.18", "dfq+ifhe": "ablation table: DFQ 84.86 -> 85.96"}
-# The paper's own pairs where its main table and its ablation table disagree on the baseline: the ablation's.
-PAPER_PAIRS = {("dafl+ifhe", "dafl"): (69.18, 66.43), ("dfq+ifhe", "dfq"): (85.96, 84.86)}
+# name -> (method preset, synth overrides): every method and its variants, from the method spec
+VARIANTS: dict[str, tuple[str, dict]] = variants()
+PAPER_CIFAR10_WRN40_2_WRN16_1 = headline_figures()
 
 TABLES = {"cifar10": [("cifar10_wrn16_2", "wrn16_1"), ("cifar10_wrn40_2", "wrn16_1"),
-                      ("cifar10_wrn40_2", "wrn40_1"), ("cifar10_wrn40_2", "wrn16_2")]}
+                      ("cifar10_wrn40_2", "wrn40_1"), ("cifar10_wrn40_2", "wrn16_2")],
+          # across families: the student has no stage that mirrors the teacher's
+          "cifar10-vgg": [("cifar10_vgg11_bn", "wrn16_1"), ("cifar10_vgg11_bn", "resnet18")]}
 
 SWEEP_FILE = "sweep.json"
 LOCKED_RC = 3          # exit status of `--only-cell` when another process holds the cell
@@ -575,9 +566,9 @@ def variant_stats(summaries: list[dict]) -> list[dict]:
 
 def paper_claim(a: str, b: str) -> tuple[int, str] | None:
     """The sign the paper claims for A - B and a sentence saying so, where it reports both."""
-    pa, pb = PAPER_PAIRS.get((a, b)) or (paper_figure(a), paper_figure(b))
-    if (b, a) in PAPER_PAIRS:
-        pb, pa = PAPER_PAIRS[(b, a)]
+    pa, pb = ABLATION_PAIRS.get((a, b)) or (paper_figure(a), paper_figure(b))
+    if (b, a) in ABLATION_PAIRS:
+        pb, pa = ABLATION_PAIRS[(b, a)]
     if pa is None or pb is None or pa == pb:
         return None
     sign = 1 if pa > pb else -1

@@ -3,7 +3,7 @@ ablation, and the paper's table next to our measured figures."""
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import paper
+from ifhe import paper
 from app import widgets as W
 from app.compare_view import (BANDS, alpha_points, bands_figure, find_sweeps, machine_text, means_figure,
                                measured_table, paired_frame, read_sweep_results, results_dir, runs_frame,
