@@ -1,7 +1,11 @@
-"""The Feature space page's logic: which banks to map, the cached map, and its display."""
+"""The Feature space page's logic: which banks to compare, the cached report, the small-bank jobs, the display.
+
+The measurement is `ifhe.features.feature_report` (the same as `ifhe features`): synthesized images labelled by
+their target t, every set at equal n from its most recent rounds, intervals on every figure, the real-vs-real
+floor next to the Fréchet distance, the shared real-fitted map beside one map per set, metrics against round.
+"""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,11 +17,19 @@ from . import widgets as W
 from .runs import list_runs
 
 MAP_METHODS = ("deepinversion", "cmi", "ifhe")
+DEFAULT_N = 1000              # images per set, as `ifhe features`; the smallest set lowers it (the page says so)
+# Small banks: 3 rounds of 64 images each (192 images: 19 a class, three round windows), synthesis only (IFHE's
+# run trains h by itself between rounds). Iterations a round are the CPU preset's, except DeepInversion's pixels
+# (200 at the preset), cut to 50 so its bank is made in the time of the others. Measured with one job thread on
+# the 2-core AMD EPYC while its other core was busy (seconds a round): DeepInversion 36, CMI 46, IFHE 31 (+ h's
+# steps) -> about 2 minutes a bank, 6 for the three one after another (one job slot on 2 cores).
+SMALL_BANK = {"batch": 64, "rounds": 3, "iterations": {"deepinversion": 50}}
+SMALL_BANK_MINUTES = 2
 
 
 @dataclass(frozen=True)
 class BankRef:
-    """A bank folder and what is needed to map it (hashable: part of the cache key)."""
+    """A bank folder and what is needed to compare it (hashable: part of the cache key)."""
 
     bank_dir: str
     size: int
@@ -26,15 +38,20 @@ class BankRef:
 
     @classmethod
     def from_dir(cls, bank_dir: Path) -> "BankRef":
+        from ifhe.bank import count_images
         if not any(Path(bank_dir).glob("manifest_r*.json")):
             raise IfheError(f"{bank_dir.name}: no image bank there (no manifest_r*.json)")
-        size = 0
-        for m in Path(bank_dir).glob("manifest_r*.json"):
-            try:
-                size += sum(int(s["n"]) for s in json.loads(m.read_text()).get("shards", []))
-            except (OSError, ValueError, KeyError, TypeError):
-                raise IfheError(f"{m.name}: not a valid bank manifest") from None
-        return cls(str(bank_dir), size)
+        try:
+            size = count_images(bank_dir)
+        except IfheError as e:
+            raise IfheError(f"{bank_dir.name}: {e}") from None
+        cfg = bank_dir.parent / "config.yaml"
+        teacher = method = None
+        if cfg.is_file():
+            from ifhe.features import run_config_of
+            c = run_config_of(Path(bank_dir))
+            teacher, method = c.get("teacher"), c.get("method")
+        return cls(str(bank_dir), size, str(teacher) if teacher else None, method)
 
 
 def runs_with_banks(base):
@@ -45,20 +62,24 @@ def _ref(run) -> BankRef:
     return BankRef(str(run.bank_dir), run.bank_size, run.teacher, run.method)
 
 
-def spec(chosen: dict, stage: str, n: int, use_real: bool) -> tuple:
-    """The cache key of a map: teacher, (label, bank, size) per set, stage, size, real or not."""
+def session_teacher() -> str | None:
+    ss = st.session_state
+    teacher = ss.get("teacher")
+    return ss.get("teacher_path") if teacher == "upload" else teacher
+
+
+def spec(chosen: dict, stage: str, n: int, use_real: bool, labels: str = "target", window: str = "auto") -> tuple:
+    """The cache key of a report: teacher, (label, bank, size) per set, stage, n, real or not, labels, window."""
     refs = {label: (r if isinstance(r, BankRef) else _ref(r)) for label, r in chosen.items()}
     teachers = sorted({r.teacher for r in refs.values() if r.teacher})
     if len(teachers) > 1:
         raise IfheError(f"the chosen runs use different teachers ({', '.join(Path(t).name for t in teachers)}); "
-                        f"a map compares image sets of one teacher")
-    teacher = teachers[0] if teachers else st.session_state.get("teacher")
-    if teacher == "upload":
-        teacher = st.session_state.get("teacher_path")
+                        f"a comparison is of image sets of one teacher")
+    teacher = teachers[0] if teachers else session_teacher()
     if not teacher:
         raise IfheError("no teacher known for these banks: pick a teacher on the Synthesize page")
     sets = tuple((label, r.bank_dir, r.size) for label, r in refs.items())
-    return (teacher, sets, stage, int(n), bool(use_real))
+    return (teacher, sets, stage, int(n), bool(use_real), labels, window)
 
 
 def _load_teacher(ref: str):
@@ -69,50 +90,126 @@ def _load_teacher(ref: str):
     return load_teacher(ref)
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def stage_options(teacher_ref: str | None) -> tuple[str, ...]:
+    """h's input, then the teacher's own stages (read from its architecture, no weights loaded)."""
+    from ifhe.embedding import H_STAGE
+    from ifhe.models import create_model
+    from .runs import arch_of_teacher
+    arch = arch_of_teacher(teacher_ref) if teacher_ref else None
+    if not arch:
+        return (H_STAGE,)
+    try:
+        return (H_STAGE,) + tuple(create_model(arch, 10).stages)
+    except Exception:
+        return (H_STAGE,)
+
+
 @st.cache_resource(show_spinner=False, max_entries=4)
-def feature_map(spec: tuple, cache_dir: str):
-    """Computed once per (teacher, banks and their sizes, stage, n, real) and shared by every session."""
-    from ifhe.bank import open_bank
-    from ifhe.data import load_split
-    from ifhe.embedding import compute_feature_map
-    teacher_ref, sets, stage, n, use_real = spec
-    teacher = _load_teacher(teacher_ref)
-    if stage not in teacher.stages:
-        raise IfheError(f"{teacher.arch} has no stage {stage}; it has {', '.join(teacher.stages)}")
-    images = {}
-    for label, bank_dir, _size in sets:
-        bank = open_bank(bank_dir)
-        images[label] = (bank.images.clone(), bank.labels.clone())
-    real = None
-    if use_real:
-        test = load_split(teacher.dataset, "test")
-        real = (test.x, test.y)
+def feature_report(spec: tuple, cache_dir: str):
+    """Computed once per spec (teacher, banks and their sizes, stage, n, real, labels, window), shared by every
+    session; features are cached on disk under `cache_dir`."""
+    from ifhe.features import bank_set, feature_report as measure, h_stages_of, real_set
     from .jobs import class_names
-    return compute_feature_map(teacher, images, real, stage, n_per_set=n, n_real=n, seed=0,
-                               classes=class_names(teacher.dataset, teacher.num_classes), cache_dir=cache_dir)
+    teacher_ref, sets, stage, n, use_real, labels, window = spec
+    teacher = _load_teacher(teacher_ref)
+    images, configs = [], []
+    for label, bank_dir, _size in sets:
+        s, cfg = bank_set(bank_dir, label)
+        images.append(s)
+        configs.append(cfg)
+    real = real_set(teacher.dataset, None) if use_real else None
+    return measure(teacher, images, real, (stage,), h_stages=h_stages_of(configs), teacher_name=teacher_ref,
+                   labels=labels, n=n, window=window, cache_dir=cache_dir,
+                   classes=class_names(teacher.dataset, teacher.num_classes))
 
 
-def make_bank(method: str) -> None:
-    """Start a short synthesis-only run of `method` with the session's teacher (button callback)."""
+# ---- small banks ---------------------------------------------------------------------------------------------
+
+def small_bank_config(method: str):
+    """A short synthesis-only run of `method` with the session's teacher (see SMALL_BANK)."""
     from . import common
     ss = st.session_state
     values = {k: ss.get(k) for k in common.FORM_KEYS}
-    values |= W.form_defaults(method) | {"method": method, "batch": 64, "kd_between": False,
-                                         "rounds": 3 if method in ("deepinversion", "adi") else 5}
+    values |= W.form_defaults(method) | {"method": method, "batch": SMALL_BANK["batch"], "kd_between": False,
+                                         "rounds": SMALL_BANK["rounds"]}
+    if method in SMALL_BANK["iterations"]:
+        values["iterations"] = SMALL_BANK["iterations"][method]
+    return W.build_config(values, "synth")
+
+
+def make_bank(method: str) -> bool:
+    """Start a small bank of `method` (button callback); False when it could not start (the page says why)."""
+    from . import common
     from .jobs import JobLimitError, registry
     try:
-        job = registry().submit(W.build_config(values, "synth"), kind="synth")
+        job = registry().submit(small_bank_config(method), kind="synth")
     except (JobLimitError, IfheError) as e:
         common.flash("warning", str(e))
-        return
+        return False
     common.attach(job)
-    common.flash("info", f"Started a short {W.METHOD_LABELS[method]} run ({job.cfg.rounds} rounds of "
-                         f"{job.cfg.synth.batch_size} images); watch it on the Synthesize page and come back "
-                         f"when it has finished.")
+    st.session_state["fm_bank_job"] = job.id
+    common.flash("info", f"Started a small {W.METHOD_LABELS[method]} bank: {job.cfg.rounds} rounds of "
+                         f"{job.cfg.synth.batch_size} images, {job.cfg.synth.iterations} iterations a round (about "
+                         f"{SMALL_BANK_MINUTES} minutes on 2 cores); its progress shows on this page.")
+    return True
 
 
-def _selected_point(fmap, event):
-    """(set name, index in that set) of the clicked point, or None."""
+def make_banks(methods: list[str]) -> None:
+    """Queue small banks of `methods`, made one after another (button callback)."""
+    if not methods:
+        return
+    st.session_state["fm_queue"] = list(methods[1:])
+    if not make_bank(methods[0]):
+        st.session_state["fm_queue"] = []
+
+
+def advance_queue() -> None:
+    """When this session's small-bank job has ended, start the next queued one (called on every page run)."""
+    from .jobs import registry
+    ss = st.session_state
+    queue = ss.get("fm_queue") or []
+    job = registry().get(ss.get("fm_bank_job"))
+    if queue and (job is None or not job.snapshot().active):
+        ss["fm_queue"] = queue[1:]
+        if not make_bank(queue[0]):
+            ss["fm_queue"] = []
+
+
+def job_progress(snap) -> tuple[float, str]:
+    """Fraction done and a line about a synthesis job, from its snapshot."""
+    if not snap.active:
+        return 1.0, f"{W.METHOD_LABELS.get(snap.method, snap.method)} bank {snap.state}: {snap.bank_size} images"
+    rounds = max(1, snap.rounds)
+    its = max(1, snap.iterations)
+    done = min(1.0, (min(snap.round, rounds) + min(snap.iteration, its) / its) / rounds)
+    return done, (f"{W.METHOD_LABELS.get(snap.method, snap.method)} bank: round {min(snap.round + 1, rounds)} of "
+                  f"{rounds}, iteration {snap.iteration} of {its}, {snap.bank_size} images so far")
+
+
+def bank_progress() -> None:
+    """A progress bar of this session's small-bank job (and what is queued after it), polled while it runs."""
+    from . import common
+    from .jobs import registry
+    ss = st.session_state
+    job = registry().get(ss.get("fm_bank_job"))
+    if job is None:
+        return
+    queue = ss.get("fm_queue") or []
+
+    def render(snap):
+        frac, text = job_progress(snap)
+        if queue:
+            text += " · then " + ", ".join(W.METHOD_LABELS[m] for m in queue)
+        st.progress(frac, text=text)
+
+    common.live(render, job.id, job.snapshot().active, key="fm_bank_live", every=1.0)
+
+
+# ---- display --------------------------------------------------------------------------------------------------
+
+def _selected_point(report, event, stage: str, kind: str):
+    """(set name, index in that set) of the clicked point of a map, or None."""
     try:
         points = event.selection.points if hasattr(event, "selection") else event["selection"]["points"]
     except (KeyError, AttributeError, TypeError):
@@ -120,83 +217,92 @@ def _selected_point(fmap, event):
     if not points:
         return None
     p = points[0]
-    names = list(dict.fromkeys(fmap.points["set"]))
+    names = report.set_names
     cd = p.get("customdata")
     if cd is not None and len(cd) >= 4:
         return names[int(cd[3])], int(cd[0])
-    pts = fmap.points
+    pts = report.points[(report.points["stage"] == stage) & (report.points["map"] == kind)]
     hit = pts[(abs(pts["x"] - p.get("x", 1e9)) < 1e-6) & (abs(pts["y"] - p.get("y", 1e9)) < 1e-6)]
     if hit.empty:
         return None
     return str(hit.iloc[0]["set"]), int(hit.iloc[0]["index"])
 
 
-def hover_html(fmap, fig) -> str:
-    """The map as a standalone plotly page whose hover shows the image under the cursor."""
-    import base64
-    import io
-
-    from PIL import Image
-    names = list(dict.fromkeys(fmap.points["set"]))
-    thumbs = {}
-    for name in names:
-        out = []
-        for img in fmap.images[name]:
-            buf = io.BytesIO()
-            Image.fromarray(img.permute(1, 2, 0).numpy()).resize((64, 64), Image.NEAREST).save(buf, "PNG")
-            out.append("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode())
-        thumbs[name] = out
-    js = """
-<div id="thumb" style="position:fixed;display:none;pointer-events:none;border:1px solid #888;background:#fff;
-  padding:2px;z-index:10"><img id="thumbimg" width="96" height="96" style="image-rendering:pixelated"></div>
-<script>
-const THUMBS = %s, NAMES = %s;
-const plot = document.getElementsByClassName('plotly-graph-div')[0];
-const box = document.getElementById('thumb'), img = document.getElementById('thumbimg');
-plot.on('plotly_hover', ev => { const p = ev.points[0];
-  img.src = THUMBS[NAMES[p.customdata[3]]][p.customdata[0]]; box.style.display = 'block';
-  box.style.left = Math.min(ev.event.clientX + 16, window.innerWidth - 110) + 'px';
-  box.style.top = Math.min(ev.event.clientY + 16, window.innerHeight - 110) + 'px'; });
-plot.on('plotly_unhover', () => { box.style.display = 'none'; });
-</script>""" % (json.dumps(thumbs), json.dumps(names))
-    return fig.to_html(include_plotlyjs=True, full_html=True).replace("</body>", js + "</body>")
+def hover_html(report, fig) -> str:
+    """A map as a standalone plotly page whose hover shows the image under the cursor."""
+    from ifhe.features import hover_script
+    return fig.to_html(include_plotlyjs=True, full_html=True).replace("</body>", hover_script(report) + "</body>")
 
 
-def show(fmap) -> None:
-    from ifhe.embedding import plot_feature_map
-    fig = plot_feature_map(fmap)
-    st.caption(f"Stage **{fmap.stage}** · {fmap.note}")
+METRIC_HELP = {
+    "k-NN bal. acc": "10-NN balanced accuracy, 5 fixed stratified folds: can the class be read off a point's "
+                     "neighbours? [95% bootstrap interval]",
+    "probe bal. acc": "linear probe (logistic regression on standardized features), same folds, balanced",
+    "agreement pred = t": "fraction of images the teacher classifies as their target t (real: its accuracy)",
+    "diversity": "mean within-class pairwise distance relative to real images': 1 = as spread as real, "
+                 "0 = every image of a class alike (a collapsed generator)",
+    "silhouette": "in [-1, 1], standardized features: compact, apart classes score high",
+    "Fréchet to real": "distance of the feature distribution to the real images' (lower = closer); compare it "
+                       "with the real-vs-real floor beside it",
+    "real-vs-real floor": "Fréchet distance between two disjoint real samples of the same n: the distance that "
+                          "sampling alone gives",
+}
+
+
+def show(report, stage: str) -> None:
+    from ifhe.embedding import metrics_table, plot_map, plot_rounds
+    st.caption(f"Teacher {report.teacher} · **{report.stage_label(stage)}** · n = {report.n} images per set · "
+               f"labels: {'target t (real: true class)' if report.labels == 'target' else 'teacher prediction'}")
+    for s in report.sets:
+        head = f" · h: **{s.head}**" if s.head else ""
+        st.caption(f"**{s.name}**: {s.n} of {s.size} images, {s.window}{head}")
+    for note in report.notes:
+        st.info(note)
+    colour = st.radio("Colour points by", ("target", "predicted"), horizontal=True, key="fm_colour",
+                      format_func=lambda c: {"target": "target t (real: true class)",
+                                             "predicted": "teacher's prediction"}[c])
     hover = st.toggle("Hover thumbnails", key="fm_hover",
-                      help="an interactive copy of the map that shows the image under the cursor (loads plotly.js, "
+                      help="interactive copies of the maps that show the image under the cursor (loads plotly.js, "
                            "about 5 MB, into the page); off: click a point to see its image")
-    if hover:
-        import streamlit.components.v1 as components
-        components.html(hover_html(fmap, fig), height=int(fig.layout.height or 400) + 20, scrolling=False)
-        event = None
-    else:
-        event = st.plotly_chart(fig, key="fmap_chart", on_select="rerun", selection_mode="points")
-    a, b = st.columns([2, 1])
+    left, right = st.columns(2)
+    events = {}
+    for col, kind, title in ((left, "shared", "Shared map: fitted on real images, the others placed into it"),
+                             (right, "own", "Each set fitted alone (the paper's view)")):
+        with col:
+            st.markdown(f"**{title}**")
+            fig = plot_map(report, stage, kind, colour)
+            if hover:
+                import streamlit.components.v1 as components
+                components.html(hover_html(report, fig), height=int(fig.layout.height or 400) + 20)
+            else:
+                events[kind] = st.plotly_chart(fig, key=f"fm_map_{kind}", on_select="rerun",
+                                               selection_mode="points")
+    a, b = st.columns([3, 1])
     with a:
-        st.markdown("**Heterogeneity metrics** (teacher's features at this stage, labelled by its prediction)")
-        m = fmap.metrics.copy()
-        st.dataframe(m, hide_index=True, column_config={
-            "knn_acc": st.column_config.NumberColumn("k-NN acc", format="%.3f",
-                                                     help="10-NN accuracy, 5-fold: higher = classes separate"),
-            "silhouette": st.column_config.NumberColumn("silhouette", format="%.3f",
-                                                        help="in [-1, 1]: higher = compact, apart classes"),
-            "frechet": st.column_config.NumberColumn("Fréchet to real", format="%.2f",
-                                                     help="distance of the feature distribution to the real "
-                                                          "images': lower = closer"),
-        })
+        st.markdown("**Heterogeneity metrics** (95% intervals in brackets)")
+        table = metrics_table(report, stage)
+        st.dataframe(table, hide_index=True, column_config={
+            c: st.column_config.TextColumn(c, help=next((h for k, h in METRIC_HELP.items() if c.startswith(k)),
+                                                        None)) for c in table.columns})
     with b:
-        hit = _selected_point(fmap, event) if event is not None else None
+        hit = None
+        for kind, event in events.items():
+            hit = hit or _selected_point(report, event, stage, kind)
         if hit is None:
-            st.caption("Click a point in the map to see its image here.")
+            st.caption("Click a point in a map to see its image here.")
         else:
             name, i = hit
-            row = fmap.points[(fmap.points["set"] == name) & (fmap.points["index"] == i)].iloc[0]
-            cls = fmap.classes
-            st.image(W.thumbnail_png(fmap.images[name][i], 5),
-                     caption=f"{name} #{i}: target {cls[int(row['label'])] if int(row['label']) < len(cls) else row['label']}, "
-                             f"teacher says {cls[int(row['pred'])] if int(row['pred']) < len(cls) else row['pred']} "
-                             f"({row['confidence']:.2f})")
+            row = report.points[(report.points["stage"] == stage) & (report.points["set"] == name)
+                                & (report.points["index"] == i)].iloc[0]
+            cls = report.classes
+
+            def cname(c):
+                return cls[int(c)] if int(c) < len(cls) else str(c)
+            st.image(W.thumbnail_png(report.images[name][i], 5),
+                     caption=f"{name} #{i}: {'target' if name != 'real' else 'class'} {cname(row['label'])}, "
+                             f"teacher says {cname(row['pred'])} ({row['confidence']:.2f})")
+    if len(report.rounds):
+        st.plotly_chart(plot_rounds(report, stage), key="fm_rounds")
+    else:
+        st.caption("No metric-vs-round chart: the banks are too small for windows of "
+                   f"50 images (or hold no rounds).")

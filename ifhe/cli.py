@@ -270,35 +270,29 @@ def _bank_of(path: str):
 
 
 def _cmd_features(a) -> int:
-    from pathlib import Path
-
-    from .data import load_split
-    from .device import set_cpu_threads
-    from .embedding import compute_feature_map, write_report
-    from .experiment import load_run_teacher
     from .config import make_config
+    from .device import set_cpu_threads
+    from .embedding import metrics_markdown, report_header
+    from .experiment import load_run_teacher
+    from .features import bank_set, feature_report, h_stages_of, real_set, write_report
 
     set_cpu_threads(a.threads)
     teacher = load_run_teacher(make_config(teacher=a.teacher, teacher_arch=a.teacher_arch), "cpu")
-    if a.stage not in teacher.stages:
-        raise IfheError(f"--stage {a.stage}: {teacher.arch} has {', '.join(teacher.stages)}")
-    sets = {}
+    sets, configs = [], []
     for item in a.sets or []:
         name, _, path = item.rpartition("=")
-        p = Path(path)
-        if not name:  # runs/x/seed0 is called "x" (the method), other folders by their own name
-            name = p.parent.name if p.name.startswith("seed") and p.parent.name else p.name
-        bank = _bank_of(path)
-        if name in sets or name == "real":
-            raise IfheError(f"--sets: two sets are called {name!r}; rename a folder")
-        sets[name] = (bank.images, bank.labels)
-    real = None
-    if a.real:
-        test = load_split(teacher.dataset, "test", a.real)
-        real = (test.x, test.y)
-    fmap = compute_feature_map(teacher, sets, real, a.stage, a.n_per_set, a.n_real, a.seed)
-    paths = write_report(fmap, a.out)
-    print(f"{fmap.note}\n" + (Path(paths["md"]).read_text().split("\n\n", 1)[1]))
+        s, cfg = bank_set(path, name or None)
+        if s.name == "real" or any(s.name == x.name for x in sets):
+            raise IfheError(f"--sets: two sets are called {s.name!r}; name them (NAME=FOLDER)")
+        sets.append(s)
+        configs.append(cfg)
+    real = real_set(teacher.dataset, a.real) if a.real else None
+    report = feature_report(teacher, sets, real, a.stage, h_stages=h_stages_of(configs), teacher_name=a.teacher,
+                            labels=a.labels, n=a.n, window=a.window, n_boot=a.bootstrap, seed=a.seed,
+                            n_round_windows=a.round_windows, classes=teacher.classes,
+                            progress=lambda msg: print(f"  {msg}", flush=True))
+    paths = write_report(report, a.out, "ifhe features " + " ".join(shlex.quote(x) for x in a.argv))
+    print(report_header(report) + "\n" + metrics_markdown(report))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
@@ -474,14 +468,25 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True)
     ex.set_defaults(func=_cmd_export)
 
-    fe = sub.add_parser("features", help="shared t-SNE map and heterogeneity metrics of intermediate features")
+    fe = sub.add_parser("features", help="heterogeneity of the teacher's intermediate features: metrics with "
+                                         "intervals, t-SNE maps, metrics against round")
     fe.add_argument("--teacher", default="cifar10_wrn16_2")
     fe.add_argument("--teacher-arch", dest="teacher_arch")
-    fe.add_argument("--real", help="folder/.npz with real test images (the map is fitted on them)")
+    fe.add_argument("--real", help="folder/.npz with real test images (labelled by their class; the shared map is "
+                                   "fitted on them, and they give the real-vs-real floor)")
     fe.add_argument("--sets", nargs="*", help="run or bank folders of synthesized images, optionally NAME=FOLDER")
-    fe.add_argument("--stage", default="block2")
-    fe.add_argument("--n-per-set", dest="n_per_set", type=int, default=1000)
-    fe.add_argument("--n-real", dest="n_real", type=int, default=2000)
+    fe.add_argument("--stage", nargs="+", help="h (h's input: its stages pooled and concatenated) and/or the "
+                                               "teacher's stages; default: h and the last block (block3 on WRN)")
+    fe.add_argument("--labels", choices=("target", "predicted"), default="target",
+                    help="label synthesized images by their target t (real: true class), or every image by the "
+                         "teacher's prediction (the other labelling stays as a secondary column)")
+    fe.add_argument("--window", default="auto", help="which images of each bank: auto (the most recent rounds "
+                                                     "that hold --n images), all, or last:K (the last K rounds)")
+    fe.add_argument("--n", type=int, default=1000, help="images per set, real included (smaller if a window or "
+                                                        "half the real images hold fewer; the report says so)")
+    fe.add_argument("--bootstrap", type=int, default=200, help="bootstrap draws of every 95%% interval")
+    fe.add_argument("--round-windows", dest="round_windows", type=int, default=5,
+                    help="consecutive windows of each bank for the metric-vs-round curve (0: none)")
     fe.add_argument("--seed", type=int, default=0)
     fe.add_argument("--threads", type=int)
     fe.add_argument("--out", required=True)

@@ -436,16 +436,53 @@ def test_feature_page_without_banks_offers_to_make_them(env):
     no_exceptions(at)
     assert at.title[0].value == "Feature space"
     assert at.button(key="fm_go").disabled
-    at.button(key="make_cmi").click().run()
+    assert at.selectbox(key="fm_stage").value == "h"            # where L_H acts, as `ifhe features`
+    assert at.selectbox(key="fm_stage").options == ["h input (what L_H reads)", "block1", "block2", "block3",
+                                                    "penultimate"]
+    assert at.radio(key="fm_labels").value == "target" and at.slider(key="fm_n").value == 1000
+    at.button(key="make_all").click().run()  # the three small banks, one after another
     no_exceptions(at)
     job = job_of(at)
-    assert job is not None and job.cfg.method == "cmi" and job.cfg.distill.steps_per_round == 0
+    assert job is not None and job.cfg.method == "deepinversion" and job.cfg.distill.steps_per_round == 0
+    assert (job.cfg.rounds, job.cfg.synth.batch_size, job.cfg.synth.iterations) == (3, 64, 50)
+    assert at.session_state["fm_queue"] == ["cmi", "ifhe"]
+    assert at.get("progress"), "the small bank's progress bar"
+    job.stop()
+    job.wait(30)
+    at.run()  # the page starts the next queued bank when this one has ended
+    no_exceptions(at)
+    nxt = job_of(at)
+    assert nxt is not job and nxt.cfg.method == "cmi" and nxt.cfg.synth.iterations == 20
+    assert at.session_state["fm_queue"] == ["ifhe"]
+
+
+def test_small_bank_progress_from_the_snapshot():
+    from app.features_view import job_progress
+    snap = jobs.Snapshot(kind="synth", method="ifhe", out_dir="x", run_name="x", state="running", rounds=3,
+                         iterations=20, round=1, iteration=10, bank_size=64)
+    frac, text = job_progress(snap)
+    assert frac == pytest.approx(0.5) and "round 2 of 3" in text and "64 images" in text
+    frac, text = job_progress(jobs.Snapshot(kind="synth", method="ifhe", out_dir="x", run_name="x",
+                                            state="finished", rounds=3, bank_size=192))
+    assert frac == 1.0 and "finished" in text
+
+
+def _two_round_bank(out: Path, head: str | None = None, n: int = 60) -> None:
+    """A second round of images in a fake run's bank, and the run's h provenance."""
+    from ifhe.bank import ImageBank
+    bank = ImageBank(out / "bank")
+    g = torch.Generator().manual_seed(len(out.name) + 1)
+    bank.add(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g), torch.arange(n) % 10,
+             info={"round": 1})
+    if head:
+        bank.set_meta(head_training=head)
 
 
 def test_feature_page_map_metrics_and_click(env, tiny_cifar, monkeypatch):
     monkeypatch.setenv("IFHE_DATA", str(tiny_cifar))
+    said = "h learned KL(T/τ‖h(f_T)/τ) for 20 steps a round on the bank (no student KD)"
     for method in ("deepinversion", "cmi", "ifhe"):
-        _fake_run(env, f"r-{method}", method, n_images=40)
+        _two_round_bank(_fake_run(env, f"r-{method}", method, n_images=60), said if method == "ifhe" else None)
     at = new_app()
     at.switch_page("views/features.py").run()
     at.slider(key="fm_n").set_value(100)
@@ -453,30 +490,49 @@ def test_feature_page_map_metrics_and_click(env, tiny_cifar, monkeypatch):
     assert any("runs folder" in e.value for e in at.error)
     at.text_input(key="fm_extra").set_value("").run()
     assert at.selectbox(key="fm_ifhe").value == "r-ifhe"
-    at.button(key="fm_go").click().run(timeout=120)
+    at.button(key="fm_go").click().run(timeout=180)
     no_exceptions(at)
-    chart = at.get("plotly_chart")
-    assert chart, "the map"
-    fig = json.loads(chart[0].proto.spec)
-    titles = [a["text"] for a in fig["layout"]["annotations"]]
-    assert titles == ["real", "DeepInversion", "CMI", "IFHE"]
-    frames = at.dataframe
-    metrics = frames[0].value
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert len(charts) == 3, "shared map, per-set maps, metrics against round"
+    for fig in charts[:2]:
+        assert [a["text"] for a in fig["layout"]["annotations"]] == ["real", "DeepInversion", "CMI", "IFHE"]
+    assert "fitted on real" in charts[0]["layout"]["title"]["text"] and "alone" in charts[1]["layout"]["title"]["text"]
+    assert "target t" in charts[0]["layout"]["legend"]["title"]["text"]
+    assert "against round" in charts[2]["layout"]["title"]["text"]
+    metrics = at.dataframe[0].value
     assert list(metrics["set"]) == ["real", "DeepInversion", "CMI", "IFHE"]
-    assert {"knn_acc", "silhouette", "frechet"} <= set(metrics.columns)
+    assert {"k-NN bal. acc (t)", "probe bal. acc (t)", "agreement pred = t", "diversity", "Fréchet to real",
+            "real-vs-real floor", "k-NN bal. acc (pred.)"} <= set(metrics.columns)
+    assert metrics["k-NN bal. acc (t)"].str.contains(r"\[").all()  # every figure with its interval
+    assert (metrics["n"] == 100).all() and (metrics["stage"] == "h input (block1+block2+block3)").all()
+    page = texts(at)
+    assert said in page and "alpha = 0" in page  # IFHE's h as its run trained it; CMI and DeepInversion use none
     # click a point: its image appears beside the map
     from app import features_view
-    fmap = features_view.feature_map(at.session_state["fm_spec"], str(env / "feature_cache"))
-    row = fmap.points[fmap.points["set"] == "IFHE"].iloc[0]
-    event = {"selection": {"points": [{"x": row["x"], "y": row["y"], "customdata": [int(row["index"]), 0, 0.5, 3]}]}}
-    assert features_view._selected_point(fmap, event) == ("IFHE", int(row["index"]))
-    html = features_view.hover_html(fmap, __import__("ifhe.embedding", fromlist=["x"]).plot_feature_map(fmap))
-    assert "plotly_hover" in html and html.count("data:image/png;base64") >= len(fmap.points)
+    report = features_view.feature_report(at.session_state["fm_spec"], str(env / "feature_cache"))
+    row = report.points[(report.points["set"] == "IFHE") & (report.points["map"] == "own")].iloc[0]
+    event = {"selection": {"points": [{"x": row["x"], "y": row["y"], "customdata": [int(row["index"]), 0, 0.5, 3, 0]}]}}
+    assert features_view._selected_point(report, event, "h", "own") == ("IFHE", int(row["index"]))
+    from ifhe.embedding import plot_map
+    html = features_view.hover_html(report, plot_map(report, "h", "shared"))
+    assert "plotly_hover" in html and html.count("data:image/jpeg;base64") == 4  # one sheet a set
+    # colour by the teacher's prediction instead
+    at.radio(key="fm_colour").set_value("predicted").run(timeout=60)
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert "prediction" in fig["layout"]["legend"]["title"]["text"]
+    # block3, labelled by prediction
+    at.selectbox(key="fm_stage").set_value("block3")
+    at.radio(key="fm_labels").set_value("predicted")
+    at.button(key="fm_go").click().run(timeout=180)
+    no_exceptions(at)
+    metrics = at.dataframe[0].value
+    assert (metrics["stage"] == "block3").all() and "k-NN bal. acc (pred.)" in metrics.columns
+    assert "k-NN bal. acc (t)" in metrics.columns  # the other labelling, as the secondary column
 
 
 def test_feature_page_data_free(env):
     for method in ("deepinversion", "ifhe"):
-        _fake_run(env, f"r-{method}", method, n_images=40)
+        _fake_run(env, f"r-{method}", method, n_images=60)
     at = new_app()
     at.switch_page("views/features.py").run()
     assert at.checkbox(key="fm_real").disabled and not at.checkbox(key="fm_real").value
@@ -484,8 +540,10 @@ def test_feature_page_data_free(env):
     at.slider(key="fm_n").set_value(100)
     at.button(key="fm_go").click().run(timeout=120)
     no_exceptions(at)
-    assert "fitted on the union of the synthesized sets" in texts(at)
+    page = texts(at)
+    assert "fitted on the union of the sets" in page and "n = 60 per set, not 100" in page
     assert list(at.dataframe[0].value["set"]) == ["DeepInversion", "IFHE"]
+    assert "h training not recorded" in page  # a bank from before provenance was recorded
 
 
 def test_compare_page(env, tmp_path, monkeypatch):

@@ -59,6 +59,9 @@ def test_synthesize_grid_stop_reload_feature_page(server, browser):
     page.get_by_role("link", name="Feature space").click()
     main(page).get_by_role("heading", name="Feature space").wait_for(timeout=30_000)
     expect(main(page).get_by_role("button", name="Compute the map")).to_be_visible()
+    # the default stage: where L_H acts
+    expect(main(page).get_by_role("combobox", name="Stage")).to_have_value("h input (what L_H reads)")
+    expect(main(page).get_by_role("button", name=re.compile(r"^Make (a small|the \d missing)"))).not_to_have_count(0)
     expect(page.get_by_test_id("stException")).to_have_count(0)
     page.context.close()
 
