@@ -63,13 +63,12 @@ class RunInfo:
     def bank_size(self) -> int:
         if self.status.get("bank_size") is not None:
             return int(self.status["bank_size"])
-        n = 0
-        for m in self.bank_dir.glob("manifest_r*.json"):
-            try:
-                n += sum(int(s["n"]) for s in json.loads(m.read_text()).get("shards", []))
-            except (OSError, ValueError, KeyError, TypeError):
-                pass
-        return n
+        from ifhe.bank import count_images
+        from ifhe.errors import IfheError
+        try:
+            return count_images(self.bank_dir)
+        except IfheError:  # a damaged manifest: the run is listed, its bank counts as empty
+            return 0
 
     @property
     def state(self) -> str:

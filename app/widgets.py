@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ifhe.errors import IfheError
-from ifhe.methods import METHOD_LABELS
+from ifhe.methods import METHOD_LABELS  # noqa: F401  (the pages' labels, from the method spec)
 STAGES = ("block1", "block2", "block3", "penultimate")
 DEFAULT_BATCH = 16            # small batches keep the live grid moving on a CPU
 DEFAULT_UPLOAD_MB = 200
@@ -200,13 +200,14 @@ def validate_upload(filename: str, data: bytes, arch: str | None, dataset: str, 
     the architecture's keys and shapes and the class count of `dataset` are checked. The stored copy is
     re-written by us with the dataset recorded, under a random name in `dest_dir`.
     """
+    from ifhe.checkpoint import looks_like_pickle
     from ifhe.data import NUM_CLASSES
     from ifhe.zoo import freeze, load_model, save_model
     limit_mb = limit_mb or upload_limit_mb()
     shown = Path(filename or "upload").name
     if len(data) > limit_mb * 1024 * 1024:
         raise IfheError(f"{shown}: {len(data) / 2 ** 20:.1f} MB is over the upload limit of {limit_mb} MB")
-    if data[:1] == b"\x80" or data[:2] == b"PK":
+    if looks_like_pickle(data):
         raise IfheError(f"{shown}: this is a pickle / torch.save file; only .safetensors weights are accepted "
                         f"(it was not unpickled). Convert it with safetensors.torch.save_file(model.state_dict(), ...)")
     if not shown.lower().endswith(".safetensors"):

@@ -60,6 +60,11 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta
     os.replace(tmp, path)
 
 
+def looks_like_pickle(head: bytes) -> bool:
+    """A pickle (protocol 2+) starts with 0x80; `torch.save` writes a zip archive ("PK")."""
+    return head[:1] == b"\x80" or head[:2] == b"PK"
+
+
 def _sniff(path: Path) -> None:
     """Reject anything that is not a well-formed safetensors file before a parser sees it, naming pickles."""
     with open(path, "rb") as f:
@@ -67,7 +72,7 @@ def _sniff(path: Path) -> None:
     n = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
     if len(head) == 9 and n <= _MAX_HEADER and n + 8 <= path.stat().st_size and head[8:9] == b"{":
         return
-    if head[:1] == b"\x80" or head[:2] == b"PK":
+    if looks_like_pickle(head):
         raise CheckpointError(f"{path}: this is a pickle/torch.save file; only safetensors files are accepted "
                               f"(nothing was unpickled)")
     if len(head) < 9:

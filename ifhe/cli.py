@@ -441,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--publish", metavar="NAME", help="when finished, add to pretrained/ under NAME")
     t.add_argument("--device")
     t.add_argument("--threads", type=int)
+    _add_precision(t)
     _add_data(t)
     t.set_defaults(func=_cmd_train_teacher)
 

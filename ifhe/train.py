@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from .checkpoint import load_state, save_state
 from .config import SCHEDULES, SWA_BN, _choice
 from .data import NUM_CLASSES, Normalizer, load_split, normalization, random_crop_flip, to_unit
-from .device import fast_layout, pick_device
+from .device import autocast, check_precision, fast_layout, pick_device
 from .errors import IfheError
 from .evaluation import evaluate
 from .jsonl import JsonlLog
@@ -39,11 +39,13 @@ class TrainConfig:
     # them on the augmented training images (SWA's paper). On the shipped WRN-16-2 (4 epochs at lr 0.005)
     # average gave the lower training loss, 0.126 vs 0.131 on 10,000 training images (test 90.16% vs 89.39%).
     swa_bn: str = "average"
+    precision: str = "fp32"  # fp32 | bf16: the forward pass under autocast, the loss in fp32 (ifhe.device.autocast)
 
     def validate(self) -> "TrainConfig":
         check_architecture(self.arch)  # before any data is looked for (or downloaded)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("swa_bn", self.swa_bn, SWA_BN)
+        check_precision(self.precision)
         for name in ("epochs", "batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise IfheError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -106,6 +108,71 @@ def initial_weights(source: str, arch: str, num_classes: int):
     return model
 
 
+@dataclass
+class _Training:
+    """What a training carries from step to step (and what its checkpoint holds)."""
+
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    aug_gen: torch.Generator
+    average: dict[str, torch.Tensor]     # SWA: the running average of the epoch-end weights
+    step: int = 0
+
+
+def _start(cfg: TrainConfig, ckpt_path: Path, nc: int, dev: torch.device, resume: bool) -> _Training:
+    """A fresh training, or the one in `ckpt_path` continued (refused when its config differs)."""
+    torch.manual_seed(cfg.seed)
+    model = fast_layout(create_model(cfg.arch, nc).to(dev))
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.max_lr, momentum=0.9, nesterov=True,
+                          weight_decay=cfg.weight_decay)
+    average = {k: torch.zeros_like(v) for k, v in model.state_dict().items() if v.is_floating_point()}
+    t = _Training(model, opt, torch.Generator().manual_seed(cfg.seed), average)
+    if resume and ckpt_path.exists():
+        state, meta = load_state(ckpt_path)
+        # a setting added after the checkpoint was written takes its default, which is what that run used
+        if {**asdict(TrainConfig()), **(meta.get("config") or {})} != asdict(cfg):
+            raise IfheError(f"{ckpt_path}: was started with a different config {meta.get('config')}; "
+                            f"resume with the same arguments")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        t.aug_gen.set_state(state["aug_rng"])
+        t.step = state["step"]
+        if cfg.schedule == "swa":
+            t.average = state["swa"]
+    elif cfg.init_from:
+        model.load_state_dict(initial_weights(cfg.init_from, cfg.arch, nc).state_dict())
+    return t
+
+
+def _save(t: _Training, cfg: TrainConfig, path: Path) -> None:
+    swa = {"swa": t.average} if cfg.schedule == "swa" else {}
+    save_state(path, {"model": t.model.state_dict(), "optimizer": t.opt.state_dict(), "aug_rng": t.aug_gen.get_state(),
+                      "step": t.step, **swa}, {"config": asdict(cfg), "arch": cfg.arch, "dataset": cfg.dataset})
+
+
+def _batch(train_set, cfg: TrainConfig, t: _Training, steps_per_epoch: int, norm, dev):
+    epoch, i = divmod(t.step, steps_per_epoch)
+    # The epoch's order depends only on (seed, epoch), so a resumed run sees the same batches.
+    perm = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
+    idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size].to(train_set.x.device)
+    xb = random_crop_flip(train_set.x[idx], generator=t.aug_gen).to(dev, non_blocking=True)
+    yb = train_set.y[idx].to(dev, non_blocking=True)
+    return norm(to_unit(xb)).contiguous(memory_format=torch.channels_last), yb
+
+
+def _train_step(t: _Training, cfg: TrainConfig, xb, yb, lr: float):
+    for g in t.opt.param_groups:
+        g["lr"] = lr
+    with autocast(xb.device, cfg.precision):
+        logits = t.model(xb)
+    loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
+    t.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    t.opt.step()
+    t.step += 1
+    return loss.detach(), (logits.argmax(1) == yb).sum()
+
+
 def train_classifier(cfg: TrainConfig, out: str | Path, data: str | None = None, resume: bool = False,
                      device: str | None = None, progress: bool = True, max_steps: int | None = None,
                      subset: int | None = None) -> dict:
@@ -123,88 +190,50 @@ def train_classifier(cfg: TrainConfig, out: str | Path, data: str | None = None,
     nc = NUM_CLASSES[cfg.dataset]
     if int(train_set.y.max()) >= nc:
         raise IfheError(f"data has labels up to {int(train_set.y.max())} but {cfg.dataset} has {nc} classes")
+    if dev.type == "cuda":  # the uint8 images live on the GPU: batches are gathered and augmented there
+        train_set.x, train_set.y = train_set.x.to(dev), train_set.y.to(dev)
     norm = Normalizer(*normalization(cfg.dataset)).to(dev)
-    torch.manual_seed(cfg.seed)
-    model = fast_layout(create_model(cfg.arch, nc).to(dev))
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.max_lr, momentum=0.9, nesterov=True,
-                          weight_decay=cfg.weight_decay)
+    t = _start(cfg, ckpt_path, nc, dev, resume)
+    out.mkdir(parents=True, exist_ok=True)
     steps_per_epoch = len(train_set) // cfg.batch_size
     total = steps_per_epoch * cfg.epochs
-    step, aug_gen = 0, torch.Generator()
-    # SWA: the running average of the weights at every completed epoch's end (its count is the epochs done)
-    average = {k: torch.zeros_like(v) for k, v in model.state_dict().items() if v.is_floating_point()}
-    if resume and ckpt_path.exists():
-        state, meta = load_state(ckpt_path)
-        # a setting added after the checkpoint was written takes its default, which is what that run used
-        if {**asdict(TrainConfig()), **(meta.get("config") or {})} != asdict(cfg):
-            raise IfheError(f"{ckpt_path}: was started with a different config {meta.get('config')}; "
-                            f"resume with the same arguments")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        aug_gen.set_state(state["aug_rng"])
-        step = state["step"]
-        if cfg.schedule == "swa":
-            average = state["swa"]
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        aug_gen.manual_seed(cfg.seed)
-        if cfg.init_from:
-            model.load_state_dict(initial_weights(cfg.init_from, cfg.arch, nc).state_dict())
-    done_epochs = step // steps_per_epoch
-    log.keep(lambda r: r.get("epoch", 0) <= done_epochs)
-
-    def save() -> None:
-        swa = {"swa": average} if cfg.schedule == "swa" else {}
-        save_state(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                               "aug_rng": aug_gen.get_state(), "step": step, **swa},
-                   {"config": asdict(cfg), "arch": cfg.arch, "dataset": cfg.dataset})
+    log.keep(lambda r: r.get("epoch", 0) <= t.step // steps_per_epoch)
 
     from tqdm import tqdm
-    bar = tqdm(total=total, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=total, initial=t.step, disable=not progress, unit="step", dynamic_ncols=True)
     last = max_steps if max_steps is not None else total
-    loss_sum, correct, seen, t0 = torch.zeros(()), torch.zeros(()), 0, time.time()
-    model.train()
-    while step < min(total, last):
-        epoch, i = divmod(step, steps_per_epoch)
-        # The epoch's order depends only on (seed, epoch), so a resumed run sees the same batches.
-        perm = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
-        idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-        xb = random_crop_flip(train_set.x[idx], generator=aug_gen).to(dev, non_blocking=True)
-        yb = train_set.y[idx].to(dev, non_blocking=True)
-        xb = norm(to_unit(xb)).contiguous(memory_format=torch.channels_last)
-        for g in opt.param_groups:
-            g["lr"] = learning_rate(cfg, step, total)
-        logits = model(xb)
-        loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        loss_sum += loss.detach().cpu() * len(idx)
-        correct += (logits.argmax(1) == yb).sum().cpu()
-        seen += len(idx)
+    # summed on the device: no host sync per step
+    loss_sum, correct, seen, t0 = torch.zeros((), device=dev), torch.zeros((), device=dev), 0, time.time()
+    t.model.train()
+    while t.step < min(total, last):
+        xb, yb = _batch(train_set, cfg, t, steps_per_epoch, norm, dev)
+        loss, right = _train_step(t, cfg, xb, yb, learning_rate(cfg, t.step, total))
+        loss_sum += loss * len(yb)
+        correct += right
+        seen += len(yb)
         bar.update(1)
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{(loss_sum / max(seen, 1)).item():.3f}", epoch=epoch + 1)
-        if step % steps_per_epoch == 0:
+        if t.step % 20 == 0:
+            bar.set_postfix(loss=f"{(loss_sum / max(seen, 1)).item():.3f}", epoch=t.step // steps_per_epoch + 1)
+        if t.step % steps_per_epoch == 0:
+            epoch = t.step // steps_per_epoch
             if cfg.schedule == "swa":
-                add_to_average(average, model, count=step // steps_per_epoch - 1)
-            acc = evaluate(model, test_set, norm, dev)
-            log.append({"epoch": step // steps_per_epoch, "step": step, "train_loss": (loss_sum / seen).item(),
+                add_to_average(t.average, t.model, count=epoch - 1)
+            acc = evaluate(t.model, test_set, norm, dev)
+            log.append({"epoch": epoch, "step": t.step, "train_loss": (loss_sum / seen).item(),
                         "train_acc": 100 * (correct / seen).item(), "test_acc": acc,
-                        "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0})
-            bar.write(f"epoch {step // steps_per_epoch}/{cfg.epochs}: test accuracy {acc:.2f}%")
-            loss_sum, correct, seen, t0 = torch.zeros(()), torch.zeros(()), 0, time.time()
-            save()
-        elif step % cfg.checkpoint_every == 0:
-            save()
-    save()
+                        "lr": t.opt.param_groups[0]["lr"], "seconds": time.time() - t0})
+            bar.write(f"epoch {epoch}/{cfg.epochs}: test accuracy {acc:.2f}%")
+            loss_sum, correct, seen, t0 = torch.zeros((), device=dev), torch.zeros((), device=dev), 0, time.time()
+            _save(t, cfg, ckpt_path)
+        elif t.step % cfg.checkpoint_every == 0:
+            _save(t, cfg, ckpt_path)
+    _save(t, cfg, ckpt_path)
     bar.close()
-    if cfg.schedule == "swa" and step >= total:
+    if cfg.schedule == "swa" and t.step >= total:
         # the checkpoint keeps the last iterate, so the average is rebuilt the same way after any resume
-        model.load_state_dict({**model.state_dict(), **average})
+        t.model.load_state_dict({**t.model.state_dict(), **t.average})
         if cfg.swa_bn == "recompute":
-            recompute_bn_statistics(model, train_set.x, norm, dev, seed=cfg.seed)
-    acc = evaluate(model, test_set, norm, dev)
-    return {"model": model, "test_acc": acc, "step": step, "total_steps": total,
-            "epochs_done": step / steps_per_epoch, "finished": step >= total}
+            recompute_bn_statistics(t.model, train_set.x, norm, dev, seed=cfg.seed)
+    acc = evaluate(t.model, test_set, norm, dev)
+    return {"model": t.model, "test_acc": acc, "step": t.step, "total_steps": total,
+            "epochs_done": t.step / steps_per_epoch, "finished": t.step >= total}

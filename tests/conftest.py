@@ -31,6 +31,26 @@ def tiny_cifar(tmp_path_factory, real_data) -> Path:
 
 
 @pytest.fixture(scope="session")
+def synthetic_cifar(tmp_path_factory) -> Path:
+    """A folder with a few hundred made-up 32x32 images in the CIFAR-10 npz layout, for tests that exercise
+    mechanics (training, resuming, evaluating, sweeps) and must run where real CIFAR-10 is not available.
+    Each class has its own colour and stripe frequency, so a small net can learn them."""
+    from ifhe.data import CIFAR10_CLASSES
+
+    out = tmp_path_factory.mktemp("synthetic_cifar")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:32, 0:32]
+    for split, n in (("train", 320), ("test", 200)):
+        y = np.arange(n) % 10
+        colour = rng.uniform(40, 215, size=(10, 3))
+        stripes = np.sin((xx + yy)[None] * (0.2 + 0.15 * y[:, None, None]))[..., None]
+        x = colour[y][:, None, None, :] + 30 * stripes + rng.normal(0, 12, size=(n, 32, 32, 3))
+        np.savez(out / f"cifar10-{split}.npz", x=np.clip(x, 0, 255).astype(np.uint8), y=y.astype(np.uint8),
+                 classes=np.array(CIFAR10_CLASSES))
+    return out
+
+
+@pytest.fixture(scope="session")
 def shipped_teacher():
     """The committed WRN-16-2 CIFAR-10 teacher (frozen)."""
     from ifhe.zoo import available, load_teacher

@@ -1,11 +1,10 @@
-import json
 import os
 import pickle
 
 import pytest
 import torch
 
-from ifhe.checkpoint import load_state, load_tensors, save_state, save_tensors
+from ifhe.checkpoint import load_state, save_state, save_tensors
 from ifhe.errors import CheckpointError, IfheError
 from ifhe.models import create_model
 from ifhe.zoo import load_model, load_teacher, publish, save_model

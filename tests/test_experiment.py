@@ -9,7 +9,7 @@ from tiny_settings import TINY_RUN
 from ifhe.checkpoint import load_state
 from ifhe.config import METHODS, make_config
 from ifhe.errors import DivergenceError, IfheError
-from ifhe.experiment import Checkpointed, Evaluated, Finished, Run, SynthStep, run_to_end
+from ifhe.experiment import Finished, Run, SynthStep, run_to_end
 
 
 def cfg(method="ifhe", **over):
@@ -103,15 +103,15 @@ def test_distill_from_existing_bank(tiny_teacher, tmp_path):
     assert fin.bank_size == 16 and run.progress.kd_steps == 6
 
 
-def test_cli_run_resume_and_export(shipped_teacher, tiny_cifar, tmp_path):
+def test_cli_run_resume_and_export(shipped_teacher, synthetic_cifar, tmp_path):
     base = [sys.executable, "-m", "ifhe"]
     args = ["run", "--method", "dfq", "--rounds", "4", "--synth-batch", "8", "--kd-batch", "8", "--set",
-            "synth.commit_every=1", "--data", str(tiny_cifar), "--out", str(tmp_path / "r"), "--quiet"]
+            "synth.commit_every=1", "--data", str(synthetic_cifar), "--out", str(tmp_path / "r"), "--quiet"]
     r = subprocess.run(base + args, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "finished (rounds) after 4 rounds" in r.stdout and "student" in r.stdout
     r = subprocess.run(base + ["run", "--rounds", "6", "--resume", "--out", str(tmp_path / "r"), "--quiet",
-                               "--data", str(tiny_cifar)], capture_output=True, text=True, timeout=300)
+                               "--data", str(synthetic_cifar)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "after 6 rounds" in r.stdout
     r = subprocess.run(base + ["export", "--bank", str(tmp_path / "r" / "bank"), "--out", str(tmp_path / "png")],

@@ -1,5 +1,4 @@
 """`precision: bf16`: forward passes in bfloat16, every loss and statistic still in float32 and close to fp32's."""
-from dataclasses import replace
 
 import pytest
 import torch
@@ -11,24 +10,19 @@ from ifhe.errors import IfheError
 from ifhe.heads import head_for
 from ifhe.hooks import BNStatHook, FeatureTap
 from ifhe.models import create_model
-from ifhe.synth import InversionSynthesizer
-from ifhe.zoo import attach_dataset, freeze
+from ifhe.synth import InversionSynthesizer, synthesizer_for
 
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="module")
-def teacher():
-    torch.manual_seed(0)
-    return attach_dataset(freeze(create_model("wrn16_1", 10)), "cifar10")
+@pytest.fixture
+def teacher(tiny_teacher):
+    return tiny_teacher
 
 
 def first_step(teacher, method: str, precision: str):
     torch.manual_seed(1)
-    synth = replace(preset(method, "cpu")[0], batch_size=8, iterations=2)
-    student = create_model("wrn16_1", 10)
-    head = head_for(teacher, synth.h_stages, synth.h_hidden)
-    s = InversionSynthesizer(synth, teacher, student, head, teacher.normalizer, 10, CPU, precision)
+    s = synthesizer_for(method, teacher, precision=precision, batch_size=8, iterations=2)
     s.start_round(0)
     return s, s.step()
 

@@ -49,11 +49,11 @@ def sweep_of(accs_a, accs_b, a="cmi", b="ifhe", **kw) -> list[dict]:
 
 # ---- running and resuming -----------------------------------------------------------------------------------
 
-def test_sweep_resumes_and_writes_table(tiny_teacher, tiny_cifar, tmp_path):
+def test_sweep_resumes_and_writes_table(tiny_teacher, synthetic_cifar, tmp_path):
     from ifhe.data import load_split
     from ifhe.experiment import Run, SynthStep
     from ifhe.config import make_config
-    test = load_split("cifar10", "test", tiny_cifar)
+    test = load_split("cifar10", "test", synthetic_cifar)
     cells = [Cell("cifar10_tiny", "wrn16_1", "ifhe", 0), Cell("cifar10_tiny", "wrn16_1", "cmi", 0)]
     first = run_cell(cells[0], tmp_path, 0.03, None, OVERRIDES, teacher=tiny_teacher, test_set=test,
                      invocation=_invocation(0, 0.8))

@@ -2,27 +2,19 @@ import pytest
 import torch
 
 from ifhe.config import METHODS, preset
-from ifhe.data import Normalizer, normalization
 from ifhe.errors import IfheError
-from ifhe.heads import head_for
 from ifhe.models import create_model
-from ifhe.synth import InversionSynthesizer
-from ifhe.zoo import attach_dataset, freeze
-from dataclasses import replace
+from ifhe.synth import InversionSynthesizer, synthesizer_for
+from ifhe.zoo import attach_dataset
 
 
-@pytest.fixture(scope="module")
-def teacher():
-    torch.manual_seed(0)
-    return attach_dataset(freeze(create_model("wrn16_1", 10)), "cifar10")
+@pytest.fixture
+def teacher(tiny_teacher):
+    return tiny_teacher
 
 
 def make(teacher, method="ifhe", **over):
-    synth, _ = preset(method, "cpu")
-    synth = replace(synth, batch_size=6, iterations=3, **over)
-    student = create_model("wrn16_1", 10)
-    head = head_for(teacher, synth.h_stages, synth.h_hidden)
-    return InversionSynthesizer(synth, teacher, student, head, teacher.normalizer, 10, torch.device("cpu"))
+    return synthesizer_for(method, teacher, **{"batch_size": 6, "iterations": 3, **over})
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -34,7 +26,10 @@ def test_every_method_steps_and_commits(teacher, method):
     assert all(torch.isfinite(v) for r in reports for v in r.losses.values())
     images, labels = s.commit()
     assert images.dtype == torch.uint8 and images.shape == (6, 3, 32, 32) and labels.shape == (6,)
-    assert not any(p.grad is not None for p in teacher.parameters())
+    # the student and h are trainable, yet synthesis leaves no gradient on them (only on the images' source)
+    assert all(p.requires_grad for p in s.student.parameters())
+    assert not any(p.grad is not None for p in s.student.parameters())
+    assert not any(p.grad is not None for p in s.head.parameters())
 
 
 def test_ifhe_terms_and_sorted_labels(teacher):

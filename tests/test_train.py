@@ -9,11 +9,11 @@ from ifhe.train import TrainConfig, one_cycle_lr, train_classifier
 CFG = TrainConfig(arch="wrn16_1", epochs=2, batch_size=32, checkpoint_every=3, seed=3)
 
 
-def test_resume_after_kill_matches_uninterrupted_run(tiny_cifar, tmp_path):
-    full = train_classifier(CFG, tmp_path / "full", data=tiny_cifar, progress=False)
-    first = train_classifier(CFG, tmp_path / "cut", data=tiny_cifar, progress=False, max_steps=13)
+def test_resume_after_kill_matches_uninterrupted_run(synthetic_cifar, tmp_path):
+    full = train_classifier(CFG, tmp_path / "full", data=synthetic_cifar, progress=False)
+    first = train_classifier(CFG, tmp_path / "cut", data=synthetic_cifar, progress=False, max_steps=13)
     assert first["step"] == 13 and not first["finished"]
-    resumed = train_classifier(CFG, tmp_path / "cut", data=tiny_cifar, progress=False, resume=True)
+    resumed = train_classifier(CFG, tmp_path / "cut", data=synthetic_cifar, progress=False, resume=True)
     assert resumed["finished"] and resumed["step"] == full["step"] == 20
     for (k, a), b in zip(full["model"].state_dict().items(), resumed["model"].state_dict().values()):
         torch.testing.assert_close(a, b, msg=k)
@@ -21,27 +21,27 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_cifar, tmp_path):
     assert epochs == [1, 2]
 
 
-def test_metrics_written_after_checkpoint_are_dropped_on_resume(tiny_cifar, tmp_path):
+def test_metrics_written_after_checkpoint_are_dropped_on_resume(synthetic_cifar, tmp_path):
     out = tmp_path / "r"
-    train_classifier(CFG, out, data=tiny_cifar, progress=False, max_steps=12)
+    train_classifier(CFG, out, data=synthetic_cifar, progress=False, max_steps=12)
     log = out / "metrics.jsonl"
     # simulate a kill between the metrics line of epoch 2 and the checkpoint that covers it
     log.write_text(log.read_text() + json.dumps({"epoch": 2, "test_acc": 1.0}) + "\n")
-    train_classifier(CFG, out, data=tiny_cifar, progress=False, resume=True)
+    train_classifier(CFG, out, data=synthetic_cifar, progress=False, resume=True)
     assert [json.loads(l)["epoch"] for l in log.read_text().splitlines()] == [1, 2]
 
 
-def test_existing_run_is_not_overwritten(tiny_cifar, tmp_path):
-    train_classifier(CFG, tmp_path / "r", data=tiny_cifar, progress=False, max_steps=3)
+def test_existing_run_is_not_overwritten(synthetic_cifar, tmp_path):
+    train_classifier(CFG, tmp_path / "r", data=synthetic_cifar, progress=False, max_steps=3)
     with pytest.raises(IfheError, match="--resume"):
-        train_classifier(CFG, tmp_path / "r", data=tiny_cifar, progress=False)
+        train_classifier(CFG, tmp_path / "r", data=synthetic_cifar, progress=False)
 
 
-def test_resume_with_other_config_is_refused(tiny_cifar, tmp_path):
-    train_classifier(CFG, tmp_path / "r", data=tiny_cifar, progress=False, max_steps=3)
+def test_resume_with_other_config_is_refused(synthetic_cifar, tmp_path):
+    train_classifier(CFG, tmp_path / "r", data=synthetic_cifar, progress=False, max_steps=3)
     other = TrainConfig(arch="wrn16_1", epochs=3, batch_size=32, checkpoint_every=3, seed=3)
     with pytest.raises(IfheError, match="different config"):
-        train_classifier(other, tmp_path / "r", data=tiny_cifar, progress=False, resume=True)
+        train_classifier(other, tmp_path / "r", data=synthetic_cifar, progress=False, resume=True)
 
 
 def test_one_cycle_schedule_shape():
@@ -56,7 +56,7 @@ def test_bad_config(field, value):
         TrainConfig(**{field: value}).validate()
 
 
-def test_fine_tuning_starts_from_given_weights(tiny_cifar, tmp_path):
+def test_fine_tuning_starts_from_given_weights(synthetic_cifar, tmp_path):
     from ifhe.models import create_model
     from ifhe.zoo import save_model
     torch.manual_seed(5)
@@ -64,31 +64,31 @@ def test_fine_tuning_starts_from_given_weights(tiny_cifar, tmp_path):
     save_model(tmp_path / "init.safetensors", init, "cifar10")
     cfg = TrainConfig(arch="wrn16_1", epochs=1, batch_size=32, seed=3, max_lr=1e-9,
                       init_from=str(tmp_path / "init.safetensors"))
-    r = train_classifier(cfg, tmp_path / "ft", data=tiny_cifar, progress=False, max_steps=1)
+    r = train_classifier(cfg, tmp_path / "ft", data=synthetic_cifar, progress=False, max_steps=1)
     w = r["model"].state_dict()["fc.weight"]
     torch.testing.assert_close(w, init.state_dict()["fc.weight"], atol=1e-6, rtol=0)
     with pytest.raises(IfheError):
         train_classifier(TrainConfig(arch="wrn16_2", init_from=str(tmp_path / "init.safetensors")),
-                         tmp_path / "bad", data=tiny_cifar, progress=False, max_steps=1)
+                         tmp_path / "bad", data=synthetic_cifar, progress=False, max_steps=1)
 
 
 SWA = TrainConfig(arch="wrn16_1", epochs=2, batch_size=32, checkpoint_every=3, seed=3, schedule="swa", max_lr=0.05,
                   swa_bn="recompute")
 
 
-def test_swa_returns_the_average_of_epoch_end_weights_with_fresh_bn_statistics(tiny_cifar, tmp_path):
+def test_swa_returns_the_average_of_epoch_end_weights_with_fresh_bn_statistics(synthetic_cifar, tmp_path):
     from ifhe.checkpoint import load_state
-    one = train_classifier(SWA, tmp_path / "e1", data=tiny_cifar, progress=False, max_steps=10)  # end of epoch 1
+    one = train_classifier(SWA, tmp_path / "e1", data=synthetic_cifar, progress=False, max_steps=10)  # end of epoch 1
     w1 = {k: v.clone() for k, v in one["model"].state_dict().items()}
-    full = train_classifier(SWA, tmp_path / "full", data=tiny_cifar, progress=False)
+    full = train_classifier(SWA, tmp_path / "full", data=synthetic_cifar, progress=False)
     w2 = load_state(tmp_path / "full" / "checkpoint.safetensors")[0]["model"]  # the last iterate
     avg = full["model"].state_dict()
     torch.testing.assert_close(avg["fc.weight"], (w1["fc.weight"] + w2["fc.weight"]) / 2)
     bn = next(k for k in avg if k.endswith("running_mean"))
     assert not torch.allclose(avg[bn], (w1[bn] + w2[bn]) / 2)  # recomputed for the averaged weights
-    cut = train_classifier(SWA, tmp_path / "cut", data=tiny_cifar, progress=False, max_steps=13)
+    cut = train_classifier(SWA, tmp_path / "cut", data=synthetic_cifar, progress=False, max_steps=13)
     assert not cut["finished"]
-    resumed = train_classifier(SWA, tmp_path / "cut", data=tiny_cifar, progress=False, resume=True)
+    resumed = train_classifier(SWA, tmp_path / "cut", data=synthetic_cifar, progress=False, resume=True)
     for k, v in avg.items():
         torch.testing.assert_close(resumed["model"].state_dict()[k], v, msg=k)
 
@@ -100,23 +100,23 @@ def test_constant_rate_of_swa_and_unknown_schedule():
         TrainConfig(schedule="step").validate()
 
 
-def test_checkpoint_from_before_the_schedule_setting_resumes(tiny_cifar, tmp_path):
+def test_checkpoint_from_before_the_schedule_setting_resumes(synthetic_cifar, tmp_path):
     from ifhe.checkpoint import load_state, save_state
-    train_classifier(CFG, tmp_path / "r", data=tiny_cifar, progress=False, max_steps=3)
+    train_classifier(CFG, tmp_path / "r", data=synthetic_cifar, progress=False, max_steps=3)
     path = tmp_path / "r" / "checkpoint.safetensors"
     state, meta = load_state(path)
     del meta["config"]["schedule"]
     save_state(path, state, meta)
-    assert train_classifier(CFG, tmp_path / "r", data=tiny_cifar, progress=False, resume=True)["finished"]
+    assert train_classifier(CFG, tmp_path / "r", data=synthetic_cifar, progress=False, resume=True)["finished"]
 
 
-def test_swa_can_average_the_bn_statistics_with_the_weights(tiny_cifar, tmp_path):
+def test_swa_can_average_the_bn_statistics_with_the_weights(synthetic_cifar, tmp_path):
     from dataclasses import replace
     from ifhe.checkpoint import load_state
-    one = train_classifier(replace(SWA, swa_bn="average"), tmp_path / "e1", data=tiny_cifar, progress=False,
+    one = train_classifier(replace(SWA, swa_bn="average"), tmp_path / "e1", data=synthetic_cifar, progress=False,
                            max_steps=10)
     w1 = {k: v.clone() for k, v in one["model"].state_dict().items()}
-    full = train_classifier(replace(SWA, swa_bn="average"), tmp_path / "full", data=tiny_cifar, progress=False)
+    full = train_classifier(replace(SWA, swa_bn="average"), tmp_path / "full", data=synthetic_cifar, progress=False)
     w2 = load_state(tmp_path / "full" / "checkpoint.safetensors")[0]["model"]
     avg = full["model"].state_dict()
     for k in ("fc.weight", next(k for k in avg if k.endswith("running_var"))):
