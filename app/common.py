@@ -64,8 +64,9 @@ def _form_from_job(job) -> None:
         ss["teacher"] = cfg.teacher
     s, d = cfg.synth, cfg.distill
     snap = job.snapshot()
-    ss.update(alpha=snap.weights.get("alpha", s.alpha), beta=snap.weights.get("beta", s.beta),
-              gamma=snap.weights.get("gamma", s.gamma), lr_g=s.lr_g, lr_z=s.lr_z, batch=s.batch_size,
+    from ifhe.terms import WEIGHTS
+    ss.update({w: snap.weights.get(w, getattr(s, w)) for w in WEIGHTS})
+    ss.update(lr_g=s.lr_g, lr_z=s.lr_z, batch=s.batch_size,
               iterations=s.iterations, tau=d.T, student=cfg.student, seed=cfg.seed)
     if d.steps_per_round:
         ss.update(kd_steps=d.steps_per_round, kd_batch=d.batch_size, kd_lr=d.lr)
@@ -118,7 +119,8 @@ def on_weight_change() -> None:
     if job is not None and job.snapshot().active:
         ss = st.session_state
         try:
-            job.set_weights(alpha=ss["alpha"], beta=ss["beta"], gamma=ss["gamma"])
+            from ifhe.terms import WEIGHTS
+            job.set_weights(**{w: ss[w] for w in WEIGHTS if w in ss})
         except IfheError as e:
             flash("error", str(e))
 
@@ -251,23 +253,30 @@ def method_picker() -> None:
                  help="each preset sets the parametrization and the weights of its loss terms (CPU scale)")
 
 
+def _term_slider(term, adv_kind: str) -> None:
+    formula, explain = W.term_text(term.weight, adv_kind)
+    st.slider(term.label, 0.0, term.slider_max, step=term.slider_max / 100, key=term.weight,
+              on_change=on_weight_change, format="%.4g")
+    st.latex(formula)
+    st.caption(explain)
+
+
 def weight_sliders() -> None:
-    ss = st.session_state
+    """One slider per loss term of ifhe.terms.TERMS: the paper's α, β, γ always, the preset's other terms below."""
     from ifhe.config import preset
-    adv_kind = preset(ss["method"], "cpu")[0].adv_kind
-    st.slider("α — heterogeneity L_H", 0.0, 3.0, step=0.05, key="alpha", on_change=on_weight_change)
-    st.latex(W.LATEX["alpha"])
-    st.caption(W.EXPLAIN["alpha"])
-    st.slider("β — BN statistics L_bns", 0.0, 20.0, step=0.1, key="beta", on_change=on_weight_change)
-    st.latex(W.LATEX["beta"])
-    st.caption(W.EXPLAIN["beta"])
-    st.slider("γ — adversarial L_adv", 0.0, 3.0, step=0.05, key="gamma", on_change=on_weight_change)
-    st.latex(W.adv_latex(adv_kind))
-    st.caption(W.EXPLAIN["gamma"] if adv_kind == "masked_kl" else
-               "images are pushed to where student and teacher disagree.")
+    from ifhe.terms import TERMS
+    ss = st.session_state
+    synth = preset(ss["method"], "cpu")[0]
+    for term in TERMS:
+        if term.primary:
+            _term_slider(term, synth.adv_kind)
     st.latex(W.LATEX["inv"])
-    st.caption(f"Other terms of this preset (fixed): {W.extra_terms(ss['method'])}. Moving a slider while a run "
-               f"is going changes its next step.")
+    others = [t for t in TERMS if not t.primary and getattr(synth, t.weight) > 0]
+    if others:
+        with st.expander(f"Other terms of this preset ({', '.join(t.label for t in others)})"):
+            for term in others:
+                _term_slider(term, synth.adv_kind)
+    st.caption("Moving a slider while a run is going changes its next step.")
 
 
 def advanced_panel() -> None:
@@ -291,10 +300,6 @@ _BADGE = {"starting": ("orange", ":material/hourglass_top:"), "running": ("green
           "paused": ("blue", ":material/pause:"), "stopping": ("orange", ":material/stop:"),
           "finished": ("green", ":material/check:"), "stopped": ("gray", ":material/stop:"),
           "failed": ("red", ":material/error:")}
-
-
-def state_badge(snap) -> str:
-    return snap.state
 
 
 def badge(snap) -> None:

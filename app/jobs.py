@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 ACTIVE_STATES = ("starting", "running", "paused", "stopping")
-TERMINAL_STATES = ("finished", "stopped", "failed")
 MAX_HISTORY = 2000            # points per curve kept in a snapshot (older points are thinned, never dropped all)
 GRID_INTERVAL_S = 0.25        # at most this often the job thread composes a new image grid
 BANK_INTERVAL_S = 2.0         # ... and a new bank-by-class picture
@@ -93,6 +92,8 @@ class Snapshot:
     bank_png: bytes | None = None
     student_acc: float | None = None
     head_acc: float | None = None
+    h_agree: float | None = None                # h's agreement with the teacher on the current batch (L_H on)
+    head_training: str = ""                     # how this run trains h (the engine's words)
     student_file: str | None = None             # a downloadable student (final, or an on-demand export)
     exports: int = 0                            # on-demand exports done
     started_at: float = 0.0
@@ -250,7 +251,7 @@ class Job:
             self._mark("test set")
             run = Run(self.cfg, self.out, teacher=self._teacher, test_set=test_set)
             self._mark("run built")
-            self._update(note=note)
+            self._update(note=note, head_training=run.head_training())
             with self._cond:
                 self.run = run
                 pending, self._pending_weights = self._pending_weights, {}
@@ -352,6 +353,8 @@ class Job:
                 if ev.losses:
                     s.synth_losses.append({"step": s.steps, "round": ev.round, **ev.losses})
                     _thin(s.synth_losses)
+                if ev.metrics and "h_agree" in ev.metrics:
+                    s.h_agree = ev.metrics["h_agree"]
                 if grid is not None:
                     s.grid_png = grid
                     s.grid_version += 1
@@ -444,9 +447,6 @@ class JobRegistry:
 
     def active_count(self) -> int:
         return len(self.active_jobs())
-
-    def free_slots(self) -> int:
-        return max(0, self.max_jobs - self.active_count())
 
     def get(self, job_id: str | None) -> Job | None:
         if not job_id or not isinstance(job_id, str) or len(job_id) > 64:

@@ -243,7 +243,8 @@ def form_defaults(method: str) -> dict[str, Any]:
     from ifhe.config import preset
     s, d = preset(method, "cpu")
     gan_style = s.param == "generator" and s.lr_z == 0  # DAFL, ZSKT, DFQ: a round is one generator step
-    return {"alpha": s.alpha, "beta": s.beta, "gamma": s.gamma, "lr_g": s.lr_g, "lr_z": s.lr_z,
+    from ifhe.terms import WEIGHTS
+    return {**{w: getattr(s, w) for w in WEIGHTS}, "lr_g": s.lr_g, "lr_z": s.lr_z,
             "iterations": s.iterations, "batch": DEFAULT_BATCH, "tau": d.T, "kd_steps": d.steps_per_round,
             "kd_batch": d.batch_size, "kd_lr": d.lr, "rounds": 2000 if gan_style else 100,
             "distill_rounds": 2000 if gan_style else 30}
@@ -252,7 +253,8 @@ def form_defaults(method: str) -> dict[str, Any]:
 def build_config(v: dict, kind: str):
     """A validated RunConfig from the form values `v`; kind 'synth' (synthesis first) or 'distill'."""
     from ifhe.config import make_config
-    synth = {"alpha": float(v["alpha"]), "beta": float(v["beta"]), "gamma": float(v["gamma"]),
+    from ifhe.terms import WEIGHTS
+    synth = {**{w: float(v[w]) for w in WEIGHTS if v.get(w) is not None},
              "lr_g": float(v["lr_g"]), "lr_z": float(v["lr_z"]), "batch_size": int(v["batch"]),
              "iterations": int(v["iterations"])}
     distill = {"T": float(v["tau"])}
@@ -331,39 +333,30 @@ def class_count_figure(counts: list[int], classes: tuple, height: int = 260):
 
 # ---- formulas ----------------------------------------------------------------------------------------------
 
-LATEX = {
-    "alpha": r"\small \mathcal{L}_H = \mathrm{CE}\big(h(f_T(\hat x)),\, t\big)",
-    "beta": r"\small \mathcal{L}_{bns} = \sum_{l} \lVert \tilde\mu_l - \mu_l \rVert_2 + "
-            r"\lVert \tilde\sigma^2_l - \sigma^2_l \rVert_2",
-    "gamma": r"\small \mathcal{L}_{adv} = -\tfrac{1}{N}\sum_i m_i\,\mathrm{KL}\big(T(\hat x_i)\,\Vert\, S(\hat x_i)\big)",
+LATEX = {  # the formulas that are not loss terms of inversion (those are in ifhe.terms.TERMS)
     "inv": r"\small \mathcal{L}_{inv} = \alpha\,\mathcal{L}_H + \beta\,\mathcal{L}_{bns} + \gamma\,\mathcal{L}_{adv}",
     "kd_s": r"\small \mathcal{L}_{KD\text{-}S} = \tau^2\,\mathrm{KL}\big(T(x)/\tau \,\Vert\, S(x)/\tau\big)",
     "kd_h": r"\small \mathcal{L}_{KD\text{-}h} = \tau^2\,\mathrm{KL}\big(T(x)/\tau \,\Vert\, h(f_T(x))/\tau\big)",
 }
 
-EXPLAIN = {
-    "alpha": "h must recognise the target class t from the teacher's pooled intermediate features "
-             "f_T = [f̄₁, f̄₂, f̄₃]: the features of different classes have to differ (IFHE's term).",
-    "beta": "the batch mean and variance at every BatchNorm input match the teacher's running statistics "
-            "(DeepInversion's prior for realistic images).",
-    "gamma": "m_i = 1 where student and teacher agree on x̂_i: those images are pushed to where they "
-             "disagree, so the bank keeps teaching the student something new.",
-}
 
-
-def adv_latex(adv_kind: str) -> str:
+def term_text(weight: str, adv_kind: str = "masked_kl") -> tuple[str, str]:
+    """(formula, explanation) of a loss term by its weight name, from ifhe.terms; the adversarial term is
+    written as the method computes it."""
+    from ifhe.terms import BY_WEIGHT
+    term = BY_WEIGHT[weight]
+    if weight != "gamma" or adv_kind == "masked_kl":
+        return term.latex, term.explain
     if adv_kind == "js":
-        return r"\small \mathcal{L}_{adv} = -\mathrm{JS}\big(T(\hat x)/\tau_a,\ S(\hat x)/\tau_a\big)"
-    if adv_kind == "kl":
-        return r"\small \mathcal{L}_{adv} = -\mathrm{KL}\big(T(\hat x)\,\Vert\, S(\hat x)\big)"
-    return LATEX["gamma"]
+        return (r"\small \mathcal{L}_{adv} = -\mathrm{JS}\big(T(\hat x)/\tau_a,\ S(\hat x)/\tau_a\big)",
+                "images are pushed to where student and teacher disagree (Jensen-Shannon, ADI).")
+    return (r"\small \mathcal{L}_{adv} = -\mathrm{KL}\big(T(\hat x)\,\Vert\, S(\hat x)\big)",
+            "images are pushed to where student and teacher disagree (ZSKT, DFQ).")
 
 
-def extra_terms(method: str) -> str:
-    """The preset's other (fixed) loss weights, as text."""
-    from ifhe.config import preset
-    s, _ = preset(method, "cpu")
-    names = {"oh": "one-hot CE", "cr": "contrastive", "tv": "total variation", "act": "activation",
-             "balance": "class balance"}
-    parts = [f"{names[k]} {getattr(s, k):g}" for k in names if getattr(s, k)]
-    return ", ".join(parts) if parts else "none"
+def weights_text(weights: dict) -> str:
+    """The non-zero loss weights, e.g. 'α=0.5 β=1 γ=0.5'."""
+    from ifhe.terms import TERMS
+    sym = {"alpha": "α", "beta": "β", "gamma": "γ"}
+    return " ".join(f"{sym.get(t.weight, t.weight)}={weights.get(t.weight, 0):g}" for t in TERMS
+                    if t.primary or weights.get(t.weight))

@@ -75,16 +75,16 @@ def _cmd_zoo(a) -> int:
     return 0
 
 
-_RUN_FLAGS = {  # flag -> (config section, field, type)
-    "alpha": ("synth", "alpha", float), "beta": ("synth", "beta", float), "gamma": ("synth", "gamma", float),
-    "iterations": ("synth", "iterations", int), "synth_batch": ("synth", "batch_size", int),
-    "lr_g": ("synth", "lr_g", float), "lr_z": ("synth", "lr_z", float),
-    "kd_steps": ("distill", "steps_per_round", int), "kd_batch": ("distill", "batch_size", int),
-    "lr": ("distill", "lr", float), "tau": ("distill", "T", float),
-    "teacher": ("", "teacher", str), "teacher_arch": ("", "teacher_arch", str), "student": ("", "student", str),
-    "rounds": ("", "rounds", int), "budget_minutes": ("", "budget_minutes", float), "seed": ("", "seed", int),
-    "eval_every": ("", "eval_every", int), "eval_images": ("", "eval_images", int), "device": ("", "device", str),
-    "threads": ("", "threads", int), "precision": ("", "precision", str), "data": ("", "data", str),
+_RUN_FLAGS = {  # flag -> (config section, field)
+    "alpha": ("synth", "alpha"), "beta": ("synth", "beta"), "gamma": ("synth", "gamma"),
+    "iterations": ("synth", "iterations"), "synth_batch": ("synth", "batch_size"),
+    "lr_g": ("synth", "lr_g"), "lr_z": ("synth", "lr_z"),
+    "kd_steps": ("distill", "steps_per_round"), "kd_batch": ("distill", "batch_size"),
+    "lr": ("distill", "lr"), "tau": ("distill", "T"),
+    "teacher": ("", "teacher"), "teacher_arch": ("", "teacher_arch"), "student": ("", "student"),
+    "rounds": ("", "rounds"), "budget_minutes": ("", "budget_minutes"), "seed": ("", "seed"),
+    "eval_every": ("", "eval_every"), "eval_images": ("", "eval_images"), "device": ("", "device"),
+    "threads": ("", "threads"), "precision": ("", "precision"), "data": ("", "data"),
 }
 
 
@@ -123,7 +123,7 @@ def build_run_config(a, resume_from: str | None = None, **forced):
     base.setdefault("synth", {})
     base.setdefault("distill", {})
     sections = {"": base, "synth": base["synth"], "distill": base["distill"]}
-    for flag, (section, name, _) in _RUN_FLAGS.items():
+    for flag, (section, name) in _RUN_FLAGS.items():
         v = getattr(a, flag, None)
         if v is not None:
             sections[section][name] = v

@@ -9,12 +9,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-import torch
-
-from . import losses as L
-
 if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
     from .hooks import BNStats, FeatureTap
+
+# The table is read without torch (the app's first page, configs); the term functions import the losses when
+# they first run.
+
+
+def _L():
+    from . import losses
+    return losses
 
 
 @dataclass
@@ -45,11 +51,11 @@ class StepTensors:
 
 def _heterogeneity(s: StepTensors) -> torch.Tensor:
     s.head_logits = s.synth.head(s.tap.concat_of(s.cfg.h_stages)).float()
-    return L.heterogeneity_ce(s.head_logits, s.targets)
+    return _L().heterogeneity_ce(s.head_logits, s.targets)
 
 
 def _bn_statistics(s: StepTensors) -> torch.Tensor:
-    return L.bn_stat_loss(s.stats, first_multiplier=s.cfg.bn_first_multiplier,
+    return _L().bn_stat_loss(s.stats, first_multiplier=s.cfg.bn_first_multiplier,
                           momentum_stats=s.synth.bn_momentum_stats, momentum=s.cfg.bn_momentum)
 
 
@@ -58,14 +64,14 @@ def _adversarial(s: StepTensors) -> torch.Tensor | None:
     if not s.synth.adversarial_on:  # Fast-Datafree's warm-up
         return None
     if cfg.adv_kind == "js":
-        return -L.js_divergence(s.student_logits(), s.t_logits, T=cfg.adv_T)
+        return -_L().js_divergence(s.student_logits(), s.t_logits, T=cfg.adv_T)
     reduction = "elementmean" if cfg.adv_reduction == "elementmean" else "mean"
-    return L.masked_adversarial_kl(s.student_logits(), s.t_logits, T=cfg.adv_T, use_mask=cfg.adv_kind == "masked_kl",
+    return _L().masked_adversarial_kl(s.student_logits(), s.t_logits, T=cfg.adv_T, use_mask=cfg.adv_kind == "masked_kl",
                                    reduction=reduction)
 
 
 def _one_hot(s: StepTensors) -> torch.Tensor:
-    return L.one_hot_ce(s.t_logits, s.targets)
+    return _L().one_hot_ce(s.t_logits, s.targets)
 
 
 def _contrastive(s: StepTensors) -> torch.Tensor:
@@ -73,16 +79,16 @@ def _contrastive(s: StepTensors) -> torch.Tensor:
 
 
 def _activation(s: StepTensors) -> torch.Tensor:
-    return L.dafl_activation_loss(s.tap.features["penultimate"])
+    return _L().dafl_activation_loss(s.tap.features["penultimate"])
 
 
 def _balance(s: StepTensors) -> torch.Tensor:
-    return L.dafl_balance_loss(s.t_logits, log_base=s.cfg.balance_log_base)
+    return _L().dafl_balance_loss(s.t_logits, log_base=s.cfg.balance_log_base)
 
 
 def _total_variation(s: StepTensors) -> torch.Tensor:
     # on the images in the teacher's input space, as DeepInversion optimizes them
-    return L.total_variation(s.synth.normalizer(s.x01), form=s.cfg.tv_form)
+    return _L().total_variation(s.synth.normalizer(s.x01), form=s.cfg.tv_form)
 
 
 def _needs_generator(cfg) -> str | None:

@@ -106,7 +106,11 @@ def test_synthesize_page_widgets_and_presets(env):
     at.selectbox(key="method").set_value("deepinversion").run()
     assert (at.slider(key="alpha").value, at.slider(key="beta").value, at.slider(key="gamma").value) == (0.0, 10.0, 0.0)
     assert at.number_input(key="iterations").value == 200
-    assert "total variation" in texts(at)
+    # the preset's other terms get sliders too, from the engine's table of terms
+    assert at.slider(key="tv").value == pytest.approx(0.001) and at.slider(key="oh").value == 1.0
+    assert "total variation" in at.slider(key="tv").label
+    at.selectbox(key="method").set_value("ifhe").run()
+    assert not [s for s in at.slider if s.key in ("tv", "oh", "cr")]  # IFHE has no other term
 
 
 def test_start_pause_step_live_weights_stop(env):
@@ -124,6 +128,13 @@ def test_start_pause_step_live_weights_stop(env):
     at.slider(key="alpha").set_value(1.25).run()
     assert job.snapshot().weights["alpha"] == 1.25
     wait_until(lambda: job.run is None or job.run.synth.cfg.alpha == 1.25, what="live alpha applied")
+    # a bad value is refused when it arrives, with a message; the run goes on with the weights it had
+    from ifhe.errors import IfheError
+    with pytest.raises(IfheError, match="alpha must be a number >= 0"):
+        job.set_weights(alpha=-1.0)
+    with pytest.raises(IfheError, match="cr .*cannot be switched on during a run"):
+        job.set_weights(cr=0.8)  # a term IFHE does not have
+    assert job.snapshot().weights["alpha"] == 1.25 and job.snapshot().state == "running"
     # pause, then exactly one step
     at.button(key="pause").click().run()
     wait_until(lambda: job.snapshot().state == "paused", what="pause")

@@ -17,7 +17,7 @@ left, right = st.columns([1, 2], gap="large")
 with left:
     st.markdown(f"**Teacher** {ss.get('teacher_summary') if ss.get('teacher') == 'upload' else ss.get('teacher')} → "
                 f"**student** {ss['student']} · **method** {W.METHOD_LABELS[ss['method']]} "
-                f"(α={ss['alpha']:g}, β={ss['beta']:g}, γ={ss['gamma']:g}, batch {ss['batch']}, "
+                f"({W.weights_text(ss)}, batch {ss['batch']}, "
                 f"{ss['iterations']} iterations a round)")
     st.caption("Teacher, student, method and loss weights are set on the Synthesize page.")
     c1, c2 = st.columns(2)

@@ -39,12 +39,16 @@ with right:
             c[3].metric("Bank (images)", s.bank_size)
             grid = st.container(key="grid")
             if s.grid_png is not None:
-                cap = (f"{s.grid_caption} · α={s.weights.get('alpha', 0):g} β={s.weights.get('beta', 0):g} "
-                       f"γ={s.weights.get('gamma', 0):g}")
+                cap = f"{s.grid_caption} · {W.weights_text(s.weights)}"
                 grid.markdown(W.img_html(s.grid_png, cap, f"synthesized images {s.run_name} {s.grid_version}"),
                              unsafe_allow_html=True)
             elif s.active:
                 grid.info("Starting: loading the teacher and building the synthesizer…")
+            if s.weights.get("alpha", 0) > 0:
+                agree = "–" if s.h_agree is None else f"{100 * s.h_agree:.0f}%"
+                st.caption(f"**h** agrees with the teacher on {agree} of this batch · {s.head_training}",
+                           help="L_H pushes images so that h, which reads the teacher's intermediate features, "
+                                "recognises their target class; it only means something once h has learned.")
             st.caption(f"{s.steps} synthesis steps · {s.kd_steps} KD steps · tick {s.events} · "
                        f"refreshed {time.strftime('%H:%M:%S')}.{int(time.time() * 10) % 10}",
                        help="tick counts the run's events; 'refreshed' is when this view was last redrawn")
