@@ -1,6 +1,7 @@
 """Writes configs/paper/<dataset>/<teacher>-<student>/<method>.yaml (the paper's five pairs x every method of
-ifhe/methods.py at reference scale) and the README's method table. Rerun after changing a method;
-tests/test_configs.py checks that both are current.
+ifhe/methods.py at reference scale), configs/cpu/cifar10/<teacher>-<student>/<method>.yaml (the pairs of the
+teachers this project trains itself, at CPU scale) and the README's method table. Rerun after changing a method;
+tests/test_configs.py checks that all are current.
 
     python configs/make_presets.py
 """
@@ -16,6 +17,9 @@ PAIRS = [("wrn40_2", "wrn16_1"), ("wrn40_2", "wrn40_1"), ("wrn40_2", "wrn16_2"),
          ("resnet34", "resnet18")]
 DATASETS = ("cifar10", "cifar100")
 BEST_ALPHA = {"cifar10": 0.5, "cifar100": 1.0}  # the paper's ablation
+# the teachers trained by this project (pretrained/) with their students; VGG11-BN -> WRN16-1 is a pair across
+# families: the student has no stage that mirrors the teacher's
+CPU_PAIRS = [("wrn16_2", "wrn16_1"), ("vgg11_bn", "wrn16_1"), ("vgg11_bn", "resnet18")]
 EPOCHS = 200  # of KD_STEPS_PER_EPOCH KD steps, unless the method says how many rounds it runs
 README_MARKERS = ("<!-- methods-table -->", "<!-- /methods-table -->")
 
@@ -34,12 +38,20 @@ def preset_file(dataset: str, teacher: str, student: str, method: str) -> dict:
     return d
 
 
+def cpu_preset_file(teacher: str, student: str, method: str) -> dict:
+    return {"method": method, "scale": "cpu", "teacher": f"cifar10_{teacher}", "student": student,
+            "budget_minutes": 10.0, "clock": "cpu", "eval_every": 250, "eval_images": 2000}
+
+
 def all_presets() -> dict[Path, dict]:
     from ifhe.methods import METHODS
 
-    root = ROOT / "configs" / "paper"
-    return {root / ds / f"{t}-{s}" / f"{m}.yaml": preset_file(ds, t, s, m)
-            for ds in DATASETS for t, s in PAIRS for m in METHODS}
+    root = ROOT / "configs"
+    paper = {root / "paper" / ds / f"{t}-{s}" / f"{m}.yaml": preset_file(ds, t, s, m)
+             for ds in DATASETS for t, s in PAIRS for m in METHODS}
+    cpu = {root / "cpu" / "cifar10" / f"{t}-{s}" / f"{m}.yaml": cpu_preset_file(t, s, m)
+           for t, s in CPU_PAIRS for m in METHODS}
+    return paper | cpu
 
 
 def _weights(synth: dict) -> str:

@@ -14,12 +14,14 @@ sys.path.insert(0, str(ROOT / "configs"))
 def test_paper_presets_are_current_and_valid():
     from make_presets import all_presets
     presets = all_presets()
-    assert len(presets) == 2 * 5 * len(METHODS)
+    assert len(presets) == 2 * 5 * len(METHODS) + 3 * len(METHODS)
     for path, d in presets.items():
         assert path.exists(), f"{path} missing: run python configs/make_presets.py"
         assert yaml.safe_load(path.read_text()) == d, f"{path} is stale: run python configs/make_presets.py"
         cfg = load_config(path)
-        assert cfg.scale == "reference"
+        assert cfg.scale == ("reference" if "paper" in path.parts else "cpu")
+    assert (ROOT / "configs/cpu/cifar10/vgg11_bn-wrn16_1/ifhe.yaml").exists()
+    assert (ROOT / "configs/paper/cifar10/vgg11_bn-resnet18/cmi.yaml").exists()
 
 
 def test_readme_method_table_is_current():
