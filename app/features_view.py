@@ -19,12 +19,14 @@ from .runs import list_runs
 MAP_METHODS = ("deepinversion", "cmi", "ifhe")
 DEFAULT_N = 1000              # images per set, as `ifhe features`; the smallest set lowers it (the page says so)
 # Small banks: 3 rounds of 64 images each (192 images: 19 a class, three round windows), synthesis only (IFHE's
-# run trains h by itself between rounds). Iterations a round are the CPU preset's, except DeepInversion's pixels
-# (200 at the preset), cut to 50 so its bank is made in the time of the others. Measured with one job thread on
-# the 2-core AMD EPYC while its other core was busy (seconds a round): DeepInversion 36, CMI 46, IFHE 31 (+ h's
-# steps) -> about 2 minutes a bank, 6 for the three one after another (one job slot on 2 cores).
+# run trains h by itself, 20 steps a round). Iterations a round are the CPU preset's, except DeepInversion's
+# pixels (200 at the preset), cut to 50 so its bank takes the time of the others. Measured on the 2-core AMD EPYC
+# with one job thread while the other core trained a teacher (whole bank, shipped WRN-16-2): DeepInversion 67 s,
+# CMI 140 s, IFHE 64 s; about 4.5 minutes for the three one after another (one job slot on 2 cores), then about
+# 10 s for the page's report.
 SMALL_BANK = {"batch": 64, "rounds": 3, "iterations": {"deepinversion": 50}}
-SMALL_BANK_MINUTES = 2
+SMALL_BANK_TIME = "1–2 minutes"         # a bank, on 2 cores (see above)
+ALL_BANKS_TIME = "4–5 minutes"          # the three, one after another
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,7 @@ def make_bank(method: str) -> bool:
     st.session_state["fm_bank_job"] = job.id
     common.flash("info", f"Started a small {W.METHOD_LABELS[method]} bank: {job.cfg.rounds} rounds of "
                          f"{job.cfg.synth.batch_size} images, {job.cfg.synth.iterations} iterations a round (about "
-                         f"{SMALL_BANK_MINUTES} minutes on 2 cores); its progress shows on this page.")
+                         f"{SMALL_BANK_TIME} on 2 cores); its progress shows on this page.")
     return True
 
 

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .data import CIFAR10_CLASSES
 from .errors import IfheError
@@ -527,83 +528,86 @@ def compute_report(featurize: Callable[[object], Features], sets: list[ImageSet]
         order.insert(0, "real")
         infos.insert(0, SetInfo("real", n_eff, len(real.labels),
                                 f"random test images (another {n_eff} for the floor)", real.source))
-    sampled = {nm: ext[nm].take(sample[nm]) for nm in order}
-    targets = {nm: np.asarray(by_name[nm].labels)[sample[nm]] for nm in order}
+    # the analysis on n_jobs threads (BLAS, OpenMP, openTSNE): with a job on the other core, two threads made
+    # it ten times slower than one (spinning threads; bench/bench_tsne.py)
+    with threadpool_limits(limits=n_jobs):
+        sampled = {nm: ext[nm].take(sample[nm]) for nm in order}
+        targets = {nm: np.asarray(by_name[nm].labels)[sample[nm]] for nm in order}
 
-    def labelled(nm_targets, f: Features) -> tuple[np.ndarray, np.ndarray]:
-        """(chosen labels, other labels) of a sample."""
-        return (nm_targets, f.pred) if labels == "target" else (f.pred, nm_targets)
+        def labelled(nm_targets, f: Features) -> tuple[np.ndarray, np.ndarray]:
+            """(chosen labels, other labels) of a sample."""
+            return (nm_targets, f.pred) if labels == "target" else (f.pred, nm_targets)
 
-    agreement = {nm: agreement_interval(targets[nm], sampled[nm].pred, n_boot, seed) for nm in order}
-    windows = [("real", -1, real_a[:round_n])] if real is not None and win_idx else []
-    windows += [(nm, j, idx) for nm, idxs in win_idx.items() for j, idx in enumerate(idxs)]
-    win_data = []   # per window: features, targets, chosen labels, folds, agreement (the same at every stage)
-    for nm, j, idx in windows:
-        f = ext[nm].take(idx)
-        t = np.asarray(by_name[nm].labels)[idx]
-        y = labelled(t, f)[0]
-        win_data.append((f, y, fixed_folds(y, seed=seed), agreement_interval(t, f.pred, n_boot, seed)))
+        agreement = {nm: agreement_interval(targets[nm], sampled[nm].pred, n_boot, seed) for nm in order}
+        windows = [("real", -1, real_a[:round_n])] if real is not None and win_idx else []
+        windows += [(nm, j, idx) for nm, idxs in win_idx.items() for j, idx in enumerate(idxs)]
+        win_data = []   # per window: features, targets, chosen labels, folds, agreement (the same at every stage)
+        for nm, j, idx in windows:
+            f = ext[nm].take(idx)
+            t = np.asarray(by_name[nm].labels)[idx]
+            y = labelled(t, f)[0]
+            win_data.append((f, y, fixed_folds(y, seed=seed), agreement_interval(t, f.pred, n_boot, seed)))
 
-    metric_rows, point_rows, round_rows = [], [], []
-    for stage in stages:
-        say(f"metrics at {stage}")
-        ref = [sampled["real"].features[stage]] if real is not None else \
-            [sampled[nm].features[stage] for nm in order]
-        stats = channel_stats(np.concatenate(ref))
-        z = {nm: standardize(sampled[nm].features[stage], stats) for nm in order}
-        lab = {nm: labelled(targets[nm], sampled[nm]) for nm in order}
-        floor = float("nan")
-        if real is not None:
-            floor = frechet_distance(standardize(ext["real"].take(real_b).features[stage], stats), z["real"])
-            ref_within = within_class_distance(z["real"], lab["real"][0])
-        else:  # diversity relative to the union of the sets
-            ref_within = within_class_distance(np.concatenate([z[nm] for nm in order]),
-                                               np.concatenate([lab[nm][0] for nm in order]))
-        for nm in order:
-            m = set_metrics(z[nm], lab[nm][0], lab[nm][1], ref_within, n_boot, seed)
-            row = {"stage": stage, "set": nm, "labels": labels, "n": len(z[nm]), "chance": m["chance"]}
-            for key in METRICS:
-                row |= _interval_columns(key, m[key])
-            row |= _interval_columns("agreement", agreement[nm])
-            row["frechet"] = frechet_distance(z[nm], z["real"]) if real is not None and nm != "real" else np.nan
-            row["frechet_floor"] = floor
-            row["excluded"] = " ".join(str(c) for c in m["excluded"])
-            metric_rows.append(row)
-
-        # -- metric vs round: same standardization and fold protocol, round_n images in every window
-        if windows:
-            say(f"metric vs round at {stage}")
-            for (nm, j, idx), (f, y, folds, agree) in zip(windows, win_data):
-                knn = accuracy_interval(y, out_of_fold(standardize(f.features[stage], stats), y, folds), n_boot,
-                                        seed) if folds.kept.any() else _NAN
-                r = _rounds(by_name[nm])[idx] if nm != "real" else None
-                round_rows.append({"stage": stage, "set": nm, "window": j, "n": len(y),
-                                   "round_lo": np.nan if r is None else int(r.min()),
-                                   "round_hi": np.nan if r is None else int(r.max()),
-                                   "round": np.nan if r is None else float(r.mean()),
-                                   **_interval_columns("knn", knn), **_interval_columns("agreement", agree)})
-
-        # -- maps: shared (fitted on real, the others placed in) and one per set (fitted on that set alone)
-        if maps:
-            say(f"t-SNE maps at {stage}")
+        metric_rows, point_rows, round_rows = [], [], []
+        for stage in stages:
+            say(f"metrics at {stage}")
+            ref = [sampled["real"].features[stage]] if real is not None else \
+                [sampled[nm].features[stage] for nm in order]
+            stats = channel_stats(np.concatenate(ref))
+            z = {nm: standardize(sampled[nm].features[stage], stats) for nm in order}
+            lab = {nm: labelled(targets[nm], sampled[nm]) for nm in order}
+            floor = float("nan")
             if real is not None:
-                shared = fit_map(z["real"], seed, n_jobs=n_jobs)
-                shared_xy = {"real": shared.fitted_points} | {nm: shared.transform(z[nm]) for nm in names}
-                own_xy = {"real": shared_xy["real"]}   # real fitted alone is the shared map
-            else:
-                pts = fit_map(np.concatenate([z[nm] for nm in order]), seed, n_jobs=n_jobs).fitted_points
-                bounds = np.cumsum([0] + [len(z[nm]) for nm in order])
-                shared_xy = {nm: pts[bounds[i]:bounds[i + 1]] for i, nm in enumerate(order)}
-                own_xy = {}
+                floor = frechet_distance(standardize(ext["real"].take(real_b).features[stage], stats), z["real"])
+                ref_within = within_class_distance(z["real"], lab["real"][0])
+            else:  # diversity relative to the union of the sets
+                ref_within = within_class_distance(np.concatenate([z[nm] for nm in order]),
+                                                   np.concatenate([lab[nm][0] for nm in order]))
             for nm in order:
-                if nm not in own_xy:
-                    own_xy[nm] = (fit_map(z[nm], seed, n_jobs=n_jobs).fitted_points if len(z[nm]) > 3
-                                  else np.zeros((len(z[nm]), 2)))
-            for kind, xy in (("shared", shared_xy), ("own", own_xy)):
+                m = set_metrics(z[nm], lab[nm][0], lab[nm][1], ref_within, n_boot, seed)
+                row = {"stage": stage, "set": nm, "labels": labels, "n": len(z[nm]), "chance": m["chance"]}
+                for key in METRICS:
+                    row |= _interval_columns(key, m[key])
+                row |= _interval_columns("agreement", agreement[nm])
+                row["frechet"] = frechet_distance(z[nm], z["real"]) if real is not None and nm != "real" else np.nan
+                row["frechet_floor"] = floor
+                row["excluded"] = " ".join(str(c) for c in m["excluded"])
+                metric_rows.append(row)
+
+            # -- metric vs round: same standardization and fold protocol, round_n images in every window
+            if windows:
+                say(f"metric vs round at {stage}")
+                for (nm, j, idx), (f, y, folds, agree) in zip(windows, win_data):
+                    knn = accuracy_interval(y, out_of_fold(standardize(f.features[stage], stats), y, folds), n_boot,
+                                            seed) if folds.kept.any() else _NAN
+                    r = _rounds(by_name[nm])[idx] if nm != "real" else None
+                    round_rows.append({"stage": stage, "set": nm, "window": j, "n": len(y),
+                                       "round_lo": np.nan if r is None else int(r.min()),
+                                       "round_hi": np.nan if r is None else int(r.max()),
+                                       "round": np.nan if r is None else float(r.mean()),
+                                       **_interval_columns("knn", knn), **_interval_columns("agreement", agree)})
+
+            # -- maps: shared (fitted on real, the others placed in) and one per set (fitted on that set alone)
+            if maps:
+                say(f"t-SNE maps at {stage}")
+                if real is not None:
+                    shared = fit_map(z["real"], seed, n_jobs=n_jobs)
+                    shared_xy = {"real": shared.fitted_points} | {nm: shared.transform(z[nm]) for nm in names}
+                    own_xy = {"real": shared_xy["real"]}   # real fitted alone is the shared map
+                else:
+                    pts = fit_map(np.concatenate([z[nm] for nm in order]), seed, n_jobs=n_jobs).fitted_points
+                    bounds = np.cumsum([0] + [len(z[nm]) for nm in order])
+                    shared_xy = {nm: pts[bounds[i]:bounds[i + 1]] for i, nm in enumerate(order)}
+                    own_xy = {}
                 for nm in order:
-                    f = sampled[nm]
-                    point_rows += [(stage, kind, nm, float(xy[nm][i, 0]), float(xy[nm][i, 1]), int(targets[nm][i]),
-                                    int(f.pred[i]), float(f.confidence[i]), i) for i in range(len(f.pred))]
+                    if nm not in own_xy:
+                        own_xy[nm] = (fit_map(z[nm], seed, n_jobs=n_jobs).fitted_points if len(z[nm]) > 3
+                                      else np.zeros((len(z[nm]), 2)))
+                for kind, xy in (("shared", shared_xy), ("own", own_xy)):
+                    for nm in order:
+                        f = sampled[nm]
+                        point_rows += [(stage, kind, nm, float(xy[nm][i, 0]), float(xy[nm][i, 1]), int(targets[nm][i]),
+                                        int(f.pred[i]), float(f.confidence[i]), i) for i in range(len(f.pred))]
 
     if real is None:
         notes.append("no real images: features standardized by the union of the sets, diversity relative to the "
@@ -657,12 +661,13 @@ def report_header(report: FeatureReport) -> str:
     """What made the figures: teacher, labels, n, protocol, and every set's source, window and h provenance."""
     lab = ("synthesized images labelled by their target class t, real ones by their true class"
            if report.labels == "target" else "every image labelled by the teacher's predicted class")
-    lines = [f"Teacher: {report.teacher}." if report.teacher else "",
+    lines = [f"Teacher: {report.teacher}." if report.teacher else "Teacher: not named.",
              f"Stages: {', '.join(report.stage_label(s) for s in report.stages)}; features standardized by the "
              f"channel mean and std of {'the real set' if report.fitted_on == 'real' else 'the union of the sets'}.",
              f"Labels: {lab}. n = {report.n} images per set.",
-             f"Protocol: 5 stratified folds fixed per set, balanced accuracy (chance 1/classes), k-NN k=10, linear "
-             f"probe L2 logistic regression (C={PROBE_C}); 95% percentile-bootstrap intervals over points "
+             f"Protocol: {FOLDS} stratified folds fixed per set, balanced accuracy (chance 1/classes), k-NN "
+             f"k={K_NEIGHBOURS}, linear probe L2 logistic regression (C={PROBE_C}); 95% percentile-bootstrap "
+             f"intervals over out-of-fold points "
              f"({report.n_boot} draws, stratified by label). Diversity: mean within-class pairwise distance "
              f"relative to {'real images' if report.fitted_on == 'real' else 'the union'} (1 = as spread as "
              f"those, 0 = collapsed). Fréchet distance to real set A next to the real-vs-real floor "
@@ -674,7 +679,7 @@ def report_header(report: FeatureReport) -> str:
         lines.append(f"- **{s.name}**{src}: {s.n} of {s.size} images, {s.window}{extra}")
     for note in report.notes:
         lines.append(f"- note: {note}")
-    return "\n".join(x for x in lines if x is not None) + "\n"
+    return "\n".join(lines) + "\n"
 
 
 # ---- figures (plotly) ------------------------------------------------------------------------------------------
@@ -769,7 +774,8 @@ def plot_rounds(report: FeatureReport, stage: str):
                 error_y=dict(type="data", symmetric=False, array=s[f"{key}_hi"] - s[key],
                              arrayminus=s[key] - s[f"{key}_lo"]),
                 customdata=np.stack([s["round_lo"], s["round_hi"]], 1),
-                hovertemplate=f"<b>{name}</b> rounds %{{customdata[0]}}–%{{customdata[1]}}: %{{y:.3f}}<extra></extra>"),
+                hovertemplate=(f"<b>{name}</b> rounds %{{customdata[0]}}–%{{customdata[1]}}: "
+                               "%{y:.3f}<extra></extra>")),
                 row=1, col=col)
     fig.update_xaxes(title_text="round (mean of the window)")
     fig.update_layout(height=340, margin=dict(l=10, r=10, t=60, b=10),

@@ -230,7 +230,7 @@ def feature_report(teacher: nn.Module, sets: list[ImageSet], real: ImageSet | No
     stages, h_stages = check_stages(teacher, stages or default_stages(teacher), h_stages)
     return compute_report(featurizer(teacher, stages, h_stages, cache_dir), sets, real, stages,
                           teacher=teacher_label(teacher, teacher_name or getattr(teacher, "arch", "teacher")),
-                          h_stages=h_stages, classes=classes, n_jobs=kw.pop("n_jobs", torch.get_num_threads()), **kw)
+                          h_stages=h_stages, classes=classes, **kw)
 
 
 # ---- report files ---------------------------------------------------------------------------------------------

@@ -37,11 +37,13 @@ with left:
             st.caption(f"No {label} run with images yet.")
             st.button(f"Make a small {label} bank", key=f"make_{method}", on_click=FV.make_bank, args=(method,),
                       help=f"{FV.SMALL_BANK['rounds']} rounds of {FV.SMALL_BANK['batch']} images with the current "
-                           f"teacher, synthesis only (about {FV.SMALL_BANK_MINUTES} minutes on 2 cores)")
+                           f"teacher, synthesis only (about {FV.SMALL_BANK_TIME} on 2 cores)")
     if len(missing) > 1:
         st.button(f"Make the {len(missing)} missing banks", key="make_all", on_click=FV.make_banks,
-                  args=(missing,), help=f"one after another, about {FV.SMALL_BANK_MINUTES} minutes each on 2 cores; "
-                                        f"keep this page open to start the next")
+                  args=(missing,), help=f"one after another, about {FV.SMALL_BANK_TIME} each on 2 cores; keep this "
+                                        f"page open: it starts the next when one ends")
+    if missing:
+        st.caption(f"A first comparison from small banks: about {FV.ALL_BANKS_TIME} for the three on 2 cores.")
     FV.bank_progress()
     extra = st.text_input("Another bank folder (relative to the runs folder)", key="fm_extra",
                           placeholder="e.g. my-run/bank")
