@@ -260,15 +260,6 @@ def _cmd_demo(a) -> int:
     return subprocess.call(cmd, env=env)
 
 
-def _bank_of(path: str):
-    from pathlib import Path
-
-    from .bank import open_bank
-
-    p = Path(path)
-    return open_bank(p / "bank" if (p / "bank").is_dir() else p)
-
-
 def _cmd_features(a) -> int:
     from .config import make_config
     from .device import set_cpu_threads
