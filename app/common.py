@@ -10,10 +10,15 @@ import streamlit as st
 from ifhe.config import METHODS, PRECISIONS
 from ifhe.errors import IfheError
 
+from . import catalog
 from . import widgets as W
 from .jobs import JobLimitError, registry
 
-REFRESH_S = 0.4               # live views poll the job snapshot this often (2.5 refreshes a second)
+# Live views poll the job's snapshot in fragments. Each rerun costs the browser tens of milliseconds of layout on
+# this page (headless Chromium on the same 2 cores: ~5% of a core per rerun a second), so the grid refreshes twice
+# a second (a run makes 2-3 iterations a second here) and the heavier charts every 2 s.
+REFRESH_S = 0.5
+CHART_REFRESH_S = 2.0
 
 FORM_DEFAULTS = {
     "dataset": "cifar10", "teacher": None, "teacher_path": None, "teacher_summary": None, "upload_arch": "(from file)",
@@ -34,8 +39,7 @@ def init_session() -> None:
         if k not in ss:
             ss[k] = v
     if ss.get("teacher") is None:
-        shipped = W.teacher_options(ss["dataset"])
-        ss["teacher"] = shipped[0] if shipped else "upload"
+        ss["teacher"] = catalog.default_teacher(ss["dataset"]) or "upload"
     for k in FORM_KEYS:
         ss[k] = ss[k]
     # reattach: the URL is the source of truth after a reload, the session after a page switch
@@ -72,14 +76,13 @@ def _form_from_job(job) -> None:
         ss.update(kd_steps=d.steps_per_round, kd_batch=d.batch_size, kd_lr=d.lr)
 
 
-@st.cache_resource(show_spinner=False)
-def favicon():
-    from PIL import Image, ImageDraw
-    img = Image.new("RGBA", (32, 32), (0, 0, 0, 0))
-    d = ImageDraw.Draw(img)
-    for i, c in enumerate([(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40)]):
-        d.rectangle((2 + (i % 2) * 15, 2 + (i // 2) * 15, 14 + (i % 2) * 15, 14 + (i // 2) * 15), fill=c)
-    return img
+def favicon() -> str:
+    """Four coloured squares, as an SVG data URI: no image library to import for the first page."""
+    import base64
+    squares = "".join(f'<rect x="{2 + (i % 2) * 15}" y="{2 + (i // 2) * 15}" width="13" height="13" fill="{c}"/>'
+                      for i, c in enumerate(("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")))
+    svg = f'<svg xmlns="http://www.w3.org/2000/svg" width="32" height="32">{squares}</svg>'
+    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
 
 
 def current_job():
@@ -208,15 +211,15 @@ def controls(kind: str, start_label: str = "Start") -> None:
 
 def teacher_picker() -> None:
     """Dataset, shipped teacher or upload (+ architecture), student."""
-    from ifhe.models import ARCHITECTURES
+    ARCHITECTURES = catalog.ARCHITECTURES
     ss = st.session_state
     st.selectbox("Dataset", ("cifar10", "cifar100"), key="dataset")
-    shipped = W.teacher_options(ss["dataset"])
+    shipped = catalog.teachers(ss["dataset"])
     options = shipped + ["upload"]
     if ss.get("teacher") not in options:
         ss["teacher"] = options[0]
     st.selectbox("Teacher", options, key="teacher",
-                 format_func=lambda n: "Upload a .safetensors file…" if n == "upload" else W.teacher_label(n))
+                 format_func=lambda n: "Upload a .safetensors file…" if n == "upload" else catalog.teacher_label(n))
     if not shipped:
         st.caption(f"No shipped {ss['dataset']} teacher in pretrained/ yet: upload one, or train it with "
                    f"`ifhe train-teacher`.")
@@ -317,11 +320,12 @@ def job_header(snap, show_note: bool = True) -> None:
 
 
 def live(render, job_id: str, active: bool, key: str, every: float = REFRESH_S, rerun_when_done: bool = True,
-         first=None) -> None:
+         first=None, grid: bool = False) -> None:
     """Draw `render(snapshot)` in a fragment that polls the job every `every` seconds while it is active.
 
     `first(snapshot) -> bool`: while it is false for an active job (e.g. no image grid yet), the fragment waits
     for it up to 1.5 s instead of a whole polling interval, so the first picture shows as soon as it exists.
+    `grid`: `render` draws the image grid; the job is told which one, so that it composes the next.
     When the job ends, one full rerun redraws the page (buttons, downloads) and the polling stops.
     """
     def body():
@@ -334,6 +338,8 @@ def live(render, job_id: str, active: bool, key: str, every: float = REFRESH_S, 
             wait_for(lambda: first(job.snapshot()) or not job.snapshot().active, 1.5)
             snap = job.snapshot()
         render(snap)
+        if grid and snap.grid_png is not None:
+            job.drawn(snap.grid_version)
         if active and rerun_when_done and not snap.active:
             st.rerun(scope="app")
 

@@ -3,7 +3,11 @@
 Streamlit reruns a page script on every click, so a run never lives in a script thread. A `Job` owns its
 thread, a lock, pause/step/stop controls and a *snapshot* (counters, loss and accuracy history, the latest
 image grid as PNG bytes). Pages read `job.snapshot()` in a fragment that polls a few times a second; nothing
-a page does can end a run except the Stop button.
+a page does can end a run except the Stop button (and stopping the server, which stops every run cleanly).
+
+The job thread does as little as it can next to the run: it keeps the latest preview batch as the engine hands
+it over and composes the image grid only when a page has drawn the previous one (`Job.drawn`), so a run nobody
+watches pays for no pictures, and a watched one for no more than the page shows.
 
 Rules kept here, not in the pages:
 - at most `max_jobs` jobs are active at once (`JobLimitError` beyond that, raised under the registry lock, so
@@ -14,10 +18,12 @@ Rules kept here, not in the pages:
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import secrets
 import threading
+import weakref
 import time
 import traceback
 from dataclasses import dataclass, field, replace
@@ -26,9 +32,12 @@ from typing import Any
 
 ACTIVE_STATES = ("starting", "running", "paused", "stopping")
 MAX_HISTORY = 2000            # points per curve kept in a snapshot (older points are thinned, never dropped all)
-GRID_INTERVAL_S = 0.25        # at most this often the job thread composes a new image grid
+GRID_INTERVAL_S = 0.25        # at most this often the job thread composes a new image grid (when one was drawn)
 BANK_INTERVAL_S = 2.0         # ... and a new bank-by-class picture
 GRID_MAX_IMAGES = 32          # the grid shows an evenly spaced subset of larger batches
+RATE_WINDOW = 8               # iterations per second shown: wall time of the last few steps of the round
+WARM_UP_DELAY_S = 1.0         # the warm-up starts this long after the first page was sent
+STOP_WAIT_S = 8.0             # at exit, how long each run gets to reach a step boundary and save
 
 
 class JobLimitError(Exception):
@@ -77,7 +86,7 @@ class Snapshot:
     steps: int = 0                              # synthesis steps seen so far (all rounds)
     kd_steps: int = 0
     bank_size: int = 0
-    it_per_s: float = 0.0
+    it_per_s: float = 0.0                       # synthesis iterations per wall second within the round, as seen here
     images_per_s: float = 0.0
     lr: float = 0.0
     weights: dict = field(default_factory=dict)
@@ -146,8 +155,13 @@ class Job:
         self._stop_requested = False
         self._export_requested = False
         self._pending_weights: dict[str, float] = {}
+        self._preview = None          # (images, labels, teacher probs or None, caption, serial): the latest batch
+        self._preview_serial = 0
+        self._grid_serial = 0         # the preview the current grid shows
+        self._drawn = 0               # the grid version a page last drew
         self._last_grid = 0.0
         self._last_bank = 0.0
+        self._step_times: list[float] = []  # wall times of this round's synthesis steps (for it_per_s)
         self._submitted = time.perf_counter()
         self._snap = Snapshot(kind=kind, method=cfg.method, out_dir=str(self.out), run_name=self.out.name,
                               rounds=cfg.rounds, iterations=cfg.synth.iterations,
@@ -170,6 +184,11 @@ class Job:
                 if self._paused and not self._stepping and s.state == "running":
                     out.state = "paused"
             return out
+
+    def drawn(self, grid_version: int) -> None:
+        """A page has shown this grid: the job thread may compose the next one (until then it does not)."""
+        with self._cond:
+            self._drawn = max(self._drawn, grid_version)
 
     @property
     def active(self) -> bool:
@@ -317,6 +336,13 @@ class Job:
                     self._step_budget -= 1
                     self._stepping = True
                     return
+                if self._preview_serial > self._grid_serial:  # paused: show the batch as it stands now
+                    self._cond.release()
+                    try:
+                        self._compose(run)
+                    finally:
+                        self._cond.acquire()
+                    continue
                 self._cond.wait(timeout=1.0)
 
     def _export(self, run) -> None:
@@ -333,78 +359,117 @@ class Job:
             self._snap.exports += 1
 
     def _handle(self, run, ev) -> None:
-        kind = ev.kind
+        with self._cond:
+            self._snap.events += 1
+            if ev.kind in ("synth", "kd"):
+                self._stepping = False
+        handler = getattr(self, f"_on_{ev.kind}", None)
+        if handler is not None:  # checkpointed and other events change nothing a page shows
+            handler(run, ev)
+
+    def _on_started(self, run, ev) -> None:
+        self._update(bank_size=ev.bank_size, kd_steps=ev.kd_steps, round=ev.round)
+
+    def _on_synth(self, run, ev) -> None:
         now = time.perf_counter()
+        times = self._step_times
+        if ev.iteration == 1:
+            times.clear()
+        times.append(now)
+        del times[:-RATE_WINDOW - 1]
         with self._cond:
             s = self._snap
-            s.events += 1
-            if kind in ("synth", "kd"):
-                self._stepping = False
-        if kind == "started":
-            self._update(bank_size=ev.bank_size, kd_steps=ev.kd_steps, round=ev.round)
-        elif kind == "synth":
-            grid = None
-            if ev.images is not None and (now - self._last_grid >= GRID_INTERVAL_S or self._snap.grid_png is None):
-                grid = self._grid(run, ev.images, ev.labels)
-                self._last_grid = time.perf_counter()
-            with self._cond:
-                s.steps += 1
-                s.round, s.iteration, s.it_per_s = ev.round, ev.iteration, ev.it_per_s
-                if ev.losses:
-                    s.synth_losses.append({"step": s.steps, "round": ev.round, **ev.losses})
-                    _thin(s.synth_losses)
-                if ev.metrics and "h_agree" in ev.metrics:
-                    s.h_agree = ev.metrics["h_agree"]
-                if grid is not None:
-                    s.grid_png = grid
-                    s.grid_version += 1
-                    s.grid_caption = f"round {ev.round}, iteration {ev.iteration}"
-                    if s.first_grid_s is None:
-                        s.first_grid_s = time.perf_counter() - self._submitted
-                        self._mark("first grid")
-        elif kind == "batch":
-            counts = run.bank.class_counts(run.teacher.num_classes)
-            bank = None
-            if now - self._last_bank >= BANK_INTERVAL_S or self._snap.bank_png is None:
-                bank = self._bank_picture(run)
-                self._last_bank = time.perf_counter()
-            with self._cond:
-                s.bank_size, s.class_counts = ev.bank_size, counts
-                if bank is not None:
-                    s.bank_png = bank
-        elif kind == "kd":
-            with self._cond:
-                s.kd_steps, s.round, s.images_per_s, s.lr = ev.step, ev.round, ev.images_per_s, ev.lr
-                s.kd_losses.append({"kd_steps": ev.step, "round": ev.round, **ev.losses})
-                _thin(s.kd_losses)
-        elif kind == "eval":
-            with self._cond:
-                s.student_acc, s.head_acc = ev.student_acc, ev.head_acc
-                s.accuracy.append({"kd_steps": ev.kd_steps, "round": ev.round, "elapsed_s": round(ev.elapsed_s, 2),
-                                   "student_acc": ev.student_acc, "head_acc": ev.head_acc})
-        elif kind == "finished":
-            bank = self._bank_picture(run) if len(run.bank) else None
-            with self._cond:
-                s.state = "stopped" if ev.reason == "stopped" else "finished"
-                s.message = {"rounds": f"finished all {ev.round} rounds", "budget": "time budget used up",
-                             "stopped": f"stopped after {ev.round} complete rounds"}.get(ev.reason, ev.reason)
-                s.student_acc, s.head_acc, s.bank_size = ev.student_acc, ev.head_acc, ev.bank_size
-                s.round = ev.round
-                s.student_file = str(self.out / "student.safetensors")
-                if bank is not None:
-                    s.bank_png = bank
-                    s.class_counts = run.bank.class_counts(run.teacher.num_classes)
+            s.steps += 1
+            s.round, s.iteration = ev.round, ev.iteration
+            if len(times) > 1:
+                s.it_per_s = (len(times) - 1) / (times[-1] - times[0])
+            if ev.losses:
+                s.synth_losses.append({"step": s.steps, "round": ev.round, **ev.losses})
+                _thin(s.synth_losses)
+            if ev.metrics and "h_agree" in ev.metrics:
+                s.h_agree = ev.metrics["h_agree"]
+            if ev.images is not None:
+                self._preview_serial += 1
+                self._preview = (ev.images, ev.labels, getattr(ev, "teacher_probs", None),
+                                 f"round {ev.round}, iteration {ev.iteration}", self._preview_serial)
+            wanted = s.grid_png is None or (self._drawn >= s.grid_version
+                                            and now - self._last_grid >= GRID_INTERVAL_S)
+        if wanted and ev.images is not None:
+            self._compose(run)
 
-    def _grid(self, run, images, labels) -> bytes:
+    def _on_batch(self, run, ev) -> None:
+        now = time.perf_counter()
+        counts = run.bank.class_counts(run.teacher.num_classes)
+        bank = None
+        if now - self._last_bank >= BANK_INTERVAL_S or self._snap.bank_png is None:
+            bank = self._bank_picture(run)
+            self._last_bank = time.perf_counter()
+        with self._cond:
+            self._snap.bank_size, self._snap.class_counts = ev.bank_size, counts
+            if bank is not None:
+                self._snap.bank_png = bank
+
+    def _on_kd(self, run, ev) -> None:
+        with self._cond:
+            s = self._snap
+            s.kd_steps, s.round, s.images_per_s, s.lr = ev.step, ev.round, ev.images_per_s, ev.lr
+            s.kd_losses.append({"kd_steps": ev.step, "round": ev.round, **ev.losses})
+            _thin(s.kd_losses)
+
+    def _on_eval(self, run, ev) -> None:
+        with self._cond:
+            s = self._snap
+            s.student_acc, s.head_acc = ev.student_acc, ev.head_acc
+            s.accuracy.append({"kd_steps": ev.kd_steps, "round": ev.round, "elapsed_s": round(ev.elapsed_s, 2),
+                               "student_acc": ev.student_acc, "head_acc": ev.head_acc})
+
+    def _on_finished(self, run, ev) -> None:
+        bank = self._bank_picture(run) if len(run.bank) else None
+        if self._preview_serial > self._grid_serial:
+            self._compose(run)  # the last batch, whether or not a page drew the one before
+        with self._cond:
+            s = self._snap
+            s.state = "stopped" if ev.reason == "stopped" else "finished"
+            s.message = {"rounds": f"finished all {ev.round} rounds", "budget": "time budget used up",
+                         "stopped": f"stopped after {ev.round} complete rounds"}.get(ev.reason, ev.reason)
+            s.student_acc, s.head_acc, s.bank_size = ev.student_acc, ev.head_acc, ev.bank_size
+            s.round = ev.round
+            s.student_file = str(self.out / "student.safetensors")
+            if bank is not None:
+                s.bank_png = bank
+                s.class_counts = run.bank.class_counts(run.teacher.num_classes)
+
+    def _compose(self, run) -> None:
+        """The image grid of the latest preview batch, captioned with the teacher's view of each image."""
+        with self._cond:
+            preview = self._preview
+        if preview is None:
+            return
+        images, labels, probs, caption, serial = preview
+        png = self._grid(run, images, labels, probs)
+        with self._cond:
+            s = self._snap
+            s.grid_png, s.grid_caption = png, caption
+            s.grid_version += 1
+            self._grid_serial = serial
+            self._last_grid = time.perf_counter()
+            if s.first_grid_s is None:
+                s.first_grid_s = self._last_grid - self._submitted
+                self._mark("first grid")
+
+    def _grid(self, run, images, labels, probs=None) -> bytes:
         import torch
-        from ifhe.data import to_unit
         from .widgets import compose_grid, spread_indices
         idx = spread_indices(len(images), GRID_MAX_IMAGES)
         images, labels = images[idx], labels[idx]
-        t = run.teacher
-        with torch.inference_mode():
-            x = t.normalizer(to_unit(images.to(run.device))).contiguous(memory_format=torch.channels_last)
-            probs = torch.softmax(t(x).float(), dim=1).cpu()
+        if probs is None:  # the engine did not hand over the teacher's view of the batch: one more pass
+            from ifhe.data import to_unit
+            t = run.teacher
+            with torch.inference_mode():
+                x = t.normalizer(to_unit(images.to(run.device))).contiguous(memory_format=torch.channels_last)
+                probs = torch.softmax(t(x).float(), dim=1).cpu()
+        else:
+            probs = probs[idx]
         conf = probs[torch.arange(len(labels)), labels.long()]
         pred = probs.argmax(1)
         return compose_grid(images, labels, conf, pred, self._snap.classes)
@@ -438,8 +503,10 @@ class JobRegistry:
         self.keep = keep
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
+        self._closing = False
         self._test_sets: dict[tuple, Any] = {}
         self._test_lock = threading.Lock()
+        _REGISTRIES.add(self)
 
     def active_jobs(self) -> list[Job]:
         with self._lock:
@@ -460,6 +527,8 @@ class JobRegistry:
         from .widgets import new_run_name, safe_path
         self.base_dir.mkdir(parents=True, exist_ok=True)
         with self._lock:
+            if self._closing:
+                raise JobLimitError("the server is shutting down; start the run again once it is back")
             active = sum(1 for j in self._jobs.values() if j.active)
             if active >= self.max_jobs:
                 raise JobLimitError(
@@ -470,6 +539,7 @@ class JobRegistry:
             if out.exists() and any(out.iterdir()):
                 from ifhe.errors import IfheError
                 raise IfheError(f"run folder {name!r} already exists under {self.base_dir}; pick another name")
+            _warm["stop"].set()  # a run is starting: it warms up by itself, the warm-up would only slow it
             job_id = secrets.token_urlsafe(16)
             evaluate = evaluate and cfg.distill.steps_per_round > 0  # nothing to evaluate without KD
             job = Job(job_id, cfg, out, kind, self.threads, self._load_test_set if evaluate else None,
@@ -498,12 +568,20 @@ class JobRegistry:
             return self._test_sets[key]
 
     def stop_all(self, wait: float | None = 30.0) -> None:
-        jobs = list(self._jobs.values())
+        """Stop every run (each ends at its next step and saves its checkpoint and student) and wait for them."""
+        with self._lock:
+            jobs = list(self._jobs.values())
         for j in jobs:
             j.resume()
             j.stop()
         for j in jobs:
             j.wait(wait)
+
+    def close(self, wait: float = STOP_WAIT_S) -> None:
+        """The server is stopping: refuse new runs, stop the running ones, wait for them to save."""
+        with self._lock:
+            self._closing = True
+        self.stop_all(wait)
 
     def clear(self) -> None:
         self.stop_all()
@@ -524,53 +602,96 @@ def registry() -> JobRegistry:
     return _cached_registry()
 
 
-def warm_up() -> None:
+# ---- warm-up and a clean exit ------------------------------------------------------------------------------
+
+_REGISTRIES: "weakref.WeakSet[JobRegistry]" = weakref.WeakSet()
+_warm = {"thread": None, "stop": threading.Event(), "lock": threading.Lock()}
+
+
+def start_warm_up() -> None:
+    """Start warming up once per process, in the background (pages call this after they have been drawn, so
+    the first page does not share the interpreter with torch's import). Off with IFHE_APP_WARMUP=0."""
+    if os.environ.get("IFHE_APP_WARMUP", "1") == "0":
+        return
+    with _warm["lock"]:
+        if _warm["thread"] is not None:
+            return
+        t = threading.Thread(target=warm_up, args=(_warm["stop"],), name="ifhe-warm-up", daemon=True)
+        _warm["thread"] = t
+        t.start()
+
+
+def warm_up(stop: threading.Event | None = None) -> None:
     """Import and exercise what the first run needs: torch imports its compiler stack on the first optimizer
     step (about a second) and first calls allocate; done here, in the background, the first Start is as
-    quick as the next ones."""
+    quick as the next ones. Between its parts it gives up when `stop` is set (the process is exiting)."""
+    stop = stop or threading.Event()
     t0 = time.perf_counter()
+    if stop.wait(WARM_UP_DELAY_S):  # the browser is still drawing the page that started this
+        return
     try:
         import torch
+        if stop.is_set():
+            return
         from ifhe.config import preset
         from ifhe.heads import head_for
         from ifhe.models import create_model
         from ifhe.synth import InversionSynthesizer
-        from ifhe.zoo import attach_dataset, freeze
+        from ifhe.zoo import attach_dataset, freeze, load_teacher
         import ifhe.experiment  # noqa: F401
         import plotly.graph_objects  # noqa: F401  (the pages' charts; slow to import the first time)
-        from ifhe.zoo import available, load_teacher
+        from .catalog import default_teacher
         from .widgets import DEFAULT_BATCH, compose_grid
+        if stop.is_set():
+            return
         default_threads = torch.get_num_threads()
         torch.set_num_threads(1)
-        # the default path: the first shipped teacher, IFHE, the app's batch (kernels are made per shape)
-        names = available()
-        teacher = (load_teacher(names[0]) if names else
-                   attach_dataset(freeze(create_model("wrn16_2", 10)), "cifar10"))
-        nc = teacher.num_classes
-        student = create_model("wrn16_1", nc).to(memory_format=torch.channels_last)
-        s, _ = preset("ifhe", "cpu")
-        s = replace(s, batch_size=DEFAULT_BATCH, iterations=2)
-        synth = InversionSynthesizer(s, teacher, student, head_for(teacher, s.h_stages, s.h_hidden),
-                                     teacher.normalizer, nc, torch.device("cpu"))
-        synth.start_round(0)
-        for _ in range(2):
-            synth.step()
-        x, y = synth.images()
-        with torch.inference_mode():
-            teacher(teacher.normalizer(x.float() / 255).contiguous(memory_format=torch.channels_last))
-        compose_grid(x, y, torch.ones(len(y)), y, ())
-        torch.set_num_threads(default_threads)
+        try:
+            # the default path: the default teacher, IFHE, the app's batch (kernels are made per shape)
+            name = default_teacher("cifar10")
+            teacher = (load_teacher(name) if name else
+                       attach_dataset(freeze(create_model("wrn16_2", 10)), "cifar10"))
+            nc = teacher.num_classes
+            student = create_model("wrn16_1", nc).to(memory_format=torch.channels_last)
+            s, _ = preset("ifhe", "cpu")
+            s = replace(s, batch_size=DEFAULT_BATCH, iterations=2)
+            synth = InversionSynthesizer(s, teacher, student, head_for(teacher, s.h_stages, s.h_hidden),
+                                         teacher.normalizer, nc, torch.device("cpu"))
+            synth.start_round(0)
+            for _ in range(2):
+                if stop.is_set():
+                    return
+                synth.step()
+            x, y = synth.images()
+            with torch.inference_mode():
+                teacher(teacher.normalizer(x.float() / 255).contiguous(memory_format=torch.channels_last))
+            compose_grid(x, y, torch.ones(len(y)), y, ())
+        finally:
+            torch.set_num_threads(default_threads)
     except Exception:  # warming up is an optimization; never let it disturb the server
         traceback.print_exc()
     if os.environ.get("IFHE_APP_DEBUG"):
         print(f"[warm-up] done in {time.perf_counter() - t0:.2f}s", flush=True)
 
 
+def shutdown(wait: float = STOP_WAIT_S) -> None:
+    """At interpreter exit (Ctrl-C, SIGTERM, `docker stop` end the server's loop, then this runs): stop every
+    run so that it saves its checkpoint and student, and let the warm-up finish, before Python tears itself
+    down. A thread still inside torch at that point aborts the interpreter ("terminate called without an
+    active exception", exit code 134)."""
+    _warm["stop"].set()
+    for reg in list(_REGISTRIES):
+        reg.close(wait)
+    t = _warm["thread"]
+    if t is not None:
+        t.join(60.0)  # an import of torch cannot be interrupted; it takes a few seconds at most
+
+
+atexit.register(shutdown)
+
+
 def _make_registry() -> JobRegistry:
-    reg = JobRegistry()
-    if os.environ.get("IFHE_APP_WARMUP", "1") != "0":
-        threading.Thread(target=warm_up, name="ifhe-warm-up", daemon=True).start()
-    return reg
+    return JobRegistry()
 
 
 try:

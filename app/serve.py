@@ -1,4 +1,4 @@
-"""Start the real app server in a subprocess (browser tests, screenshots, benchmark)."""
+"""Start the real app server in a subprocess, and drive it from Chromium (browser tests, screenshots, benchmark)."""
 from __future__ import annotations
 
 import os
@@ -13,6 +13,7 @@ APP = Path(__file__).resolve().parent / "streamlit_app.py"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
+GRID = ".st-key-grid img"       # the Synthesize page's image grid
 
 
 def free_port() -> int:
@@ -92,3 +93,22 @@ def publish_test_teacher(root: str | os.PathLike, name: str = "tiny_wrn16_1", ar
     torch.manual_seed(0)
     publish(create_model(arch, 10), name, "cifar10", 10.0, 0, "random init (tests)", root=Path(root))
     return name
+
+
+# ---- Playwright helpers shared by the browser tests, the screenshots and the benchmark ---------------------
+
+def main_block(page):
+    """The page's main column (the sidebar has buttons and captions of its own)."""
+    return page.get_by_test_id("stMainBlockContainer")
+
+
+def button(page, name: str):
+    return main_block(page).get_by_role("button", name=name, exact=True)
+
+
+def open_page(browser, url: str, width: int = 1400, height: int = 1000, timeout_ms: int = 60_000):
+    """A new browser context on `url`, returned once the Synthesize page's Start button is there."""
+    page = browser.new_context(viewport={"width": width, "height": height}).new_page()
+    page.goto(url)
+    button(page, "Start").wait_for(timeout=timeout_ms)
+    return page

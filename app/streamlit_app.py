@@ -15,7 +15,7 @@ if str(_ROOT) not in sys.path:
 import streamlit as st  # noqa: E402
 
 from app import common  # noqa: E402
-from app.jobs import registry  # noqa: E402
+from app.jobs import registry, start_warm_up  # noqa: E402
 
 st.set_page_config(page_title="ifhe-lab", layout="wide")
 
@@ -44,3 +44,4 @@ with st.sidebar:
 
 common.show_flash()
 page.run()
+start_warm_up()  # after the page is drawn: torch's import does not hold up the first page

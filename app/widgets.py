@@ -104,14 +104,11 @@ def compose_bank_by_class(images, labels, classes: tuple = (), per_class: int = 
     return _png(canvas)
 
 
-def img_html(png: bytes, caption: str = "", alt: str = "image grid") -> str:
-    """An inline <img> (data URI): no media-file round trip, so a fast-refreshing grid never shows a 404."""
+def png_url(png: bytes) -> str:
+    """A PNG as a data URI for `st.image`: no media-file round trip (a fast-refreshing grid never shows a 404)
+    and no markdown to parse in the browser at every refresh."""
     import base64
-    import html
-    src = "data:image/png;base64," + base64.b64encode(png).decode()
-    cap = f'<div style="font-size:0.8rem;color:#666">{html.escape(caption)}</div>' if caption else ""
-    return (f'<div><img src="{src}" alt="{html.escape(alt)}" style="max-width:100%;image-rendering:pixelated">'
-            f'{cap}</div>')
+    return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
 def thumbnail_png(image, scale: int = 4) -> bytes:
@@ -279,8 +276,9 @@ def build_config(v: dict, kind: str):
 
 # ---- figures -----------------------------------------------------------------------------------------------
 
-def loss_figure(history: list[dict], x: str = "step", title: str = "", height: int = 200):
-    """Small multiples: one panel per loss term over steps (terms differ by orders of magnitude)."""
+def loss_figure(history: list[dict], x: str = "step", title: str = "", height: int = 200, max_points: int = 400):
+    """Small multiples: one panel per loss term over steps (terms differ by orders of magnitude); long histories
+    are thinned to about `max_points` points (the last one always shown)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
     terms = [k for k in history[-1] if k not in ("step", "round", "kd_steps")] if history else []
@@ -293,10 +291,15 @@ def loss_figure(history: list[dict], x: str = "step", title: str = "", height: i
     rows = (len(terms) + cols - 1) // cols
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=terms, shared_xaxes=True,
                         horizontal_spacing=0.07, vertical_spacing=0.18)
-    xs = [h[x] for h in history]
+    step = max(1, len(history) // max_points)  # a panel is a few hundred pixels wide
+    shown = history[::step]
+    if shown[-1] is not history[-1]:
+        shown.append(history[-1])
+    xs = [h[x] for h in shown]
     for i, t in enumerate(terms):
-        fig.add_trace(go.Scattergl(x=xs, y=[h.get(t) for h in history], mode="lines", name=t, showlegend=False,
-                                   line=dict(width=1.5)), row=i // cols + 1, col=i % cols + 1)
+        # SVG lines: WebGL (Scattergl) is drawn in software by a browser without a GPU, at several times the cost
+        fig.add_trace(go.Scatter(x=xs, y=[h.get(t) for h in shown], mode="lines", name=t, showlegend=False,
+                                 line=dict(width=1.5)), row=i // cols + 1, col=i % cols + 1)
     fig.update_layout(height=height * rows + (30 if title else 0), title=title or None, title_font_size=14,
                       margin=dict(l=10, r=10, t=50 if title else 25, b=10), uirevision="keep")
     fig.update_annotations(font_size=12)

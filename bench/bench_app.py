@@ -1,48 +1,159 @@
-"""The app's speed, measured in a real browser against the real server (figures printed, never asserted).
+"""The app's speed against the engine under it, in a real browser on the real server (figures printed, never
+asserted).
 
-    python bench/bench_app.py [--repeats 3] [--seconds 6]
+    python bench/bench_app.py [--repeats 3] [--windows 2]
 
-- Start -> first image grid in the browser (IFHE synthesis, WRN-16-2 teacher, batch 16): first and median
-  over repeats (each a new run; the first includes the server's first-run costs).
-- Refreshes per second while running: how often the grid's image and the live caption change in the page.
-- Health endpoint (/_stcore/health) latency while a job runs: median and max.
-- Server peak memory (VmHWM) with one job.
-- Four browser sessions pressing Start at once: jobs started vs refused, health latency meanwhile.
+- First page: seconds from the server answering its health check to the Synthesize page's Start button in
+  headless Chromium (the browser is launched before the server, so its own start-up is not counted).
+- Start -> first image grid in the browser (IFHE synthesis, batch 16): the first run of the server and the
+  median over repeats (each a new run).
+- Live rate: synthesis iterations per second of the same run (IFHE, the app's settings: batch 16, its
+  iterations per round and h-only steps between rounds, the app's thread count)
+    * engine: `Run.events()` alone, in a subprocess, nothing consuming the events;
+    * app job, no page: the app's job thread (app/jobs.py) in a subprocess, no server, nobody watching;
+    * app in the browser: the real server with Chromium watching the Synthesize page (grid and charts live).
+  Each window is two whole rounds after the first (iterations and the h-only steps between rounds), so the
+  rates compare like with like; "in-round" is the engine's own iterations per second within a round, the
+  figure the page shows.
+- Health endpoint latency while a job runs, server peak memory, and four sessions pressing Start at once.
 
 Uses the shipped cifar10_wrn16_2 teacher when it is published, else a randomly initialised WRN-16-2 (same cost).
+Run it on a quiet machine (other work on the cores changes every figure) and name the machine with the figures.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-from app.serve import CHROMIUM, CHROMIUM_ARGS, Server, health, publish_test_teacher  # noqa: E402
+from app.serve import (CHROMIUM, CHROMIUM_ARGS, GRID, Server, button, health, main_block,  # noqa: E402
+                       open_page, publish_test_teacher)
 
-GRID = ".st-key-grid img"
-COUNTER_JS = """() => { window.__changes = {grid: 0, tick: 0}; let g = null, t = null;
+TEACHER = "cifar10_wrn16_2"
+# records (ms, synthesis steps, iterations/s shown) each time the page's step count changes
+WATCH_JS = """() => { window.__steps = []; let last = null;
   window.__poll = setInterval(() => {
-    const img = document.querySelector('.st-key-grid img'); const src = img ? img.getAttribute('src') : null;
-    if (src && src !== g) { window.__changes.grid++; g = src; }
     const cap = [...document.querySelectorAll('[data-testid="stCaptionContainer"]')].map(e => e.innerText)
-                  .find(x => x.includes('refreshed')) || null;
-    if (cap && cap !== t) { window.__changes.tick++; t = cap; }
+                  .find(x => x.includes('synthesis steps')) || null;
+    const m = cap && cap.match(/(\\d+) synthesis steps/);
+    if (!m || m[1] === last) return;
+    last = m[1];
+    const metric = [...document.querySelectorAll('[data-testid="stMetric"]')]
+                     .find(e => e.innerText.includes('Iterations / s'));
+    const v = metric ? parseFloat(metric.querySelector('[data-testid="stMetricValue"]').innerText) : null;
+    window.__steps.push([performance.now(), parseInt(m[1]), v]);
   }, 20); }"""
 
 
-def main_block(page):
-    return page.get_by_test_id("stMainBlockContainer")
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model} ({platform.machine()}), {os.cpu_count()} logical CPUs"
 
 
-def button(page, name):
-    return main_block(page).get_by_role("button", name=name, exact=True)
+def app_threads() -> int:
+    from app.jobs import default_max_jobs, default_threads
+    return default_threads(default_max_jobs())
+
+
+def windows(points: list[tuple[float, int, float | None]], per_round: int, n: int) -> list[dict]:
+    """From (seconds, steps so far, it/s shown) samples: for each of `n` windows of two whole rounds after the
+    first (steps per_round+1 .. 3*per_round+1, then the next two rounds), iterations per second over the window
+    and the in-round rate shown at the last iteration of its rounds."""
+    out = []
+    for w in range(n):
+        lo, hi = per_round * (1 + 2 * w) + 1, per_round * (3 + 2 * w) + 1
+        a = next((p for p in points if p[1] >= lo), None)
+        b = next((p for p in points if p[1] >= hi), None)
+        if a is None or b is None:
+            break
+        shown = [p[2] for p in points if a[1] <= p[1] <= b[1] and p[2] and p[1] % per_round == 0]
+        out.append({"rate": (b[1] - a[1]) / (b[0] - a[0]),
+                    "in_round": statistics.median(shown) if shown else None})
+    return out
+
+
+# ---- in a subprocess: the bare engine, or the app's job thread with nobody watching -----------------------
+
+def inproc(mode: str, n_windows: int, threads: int, env_root: str) -> None:
+    import torch
+    torch.set_num_threads(threads)
+    from app.widgets import build_config, form_defaults
+    cfg = build_config(dict(form_defaults("ifhe"), method="ifhe", teacher=TEACHER, student="wrn16_1", seed=0), "synth")
+    per_round = cfg.synth.iterations
+    need = per_round * (3 + 2 * (n_windows - 1)) + 1
+    out = Path(env_root) / f"{mode}-{time.time_ns()}"
+    points = []
+    if mode == "engine":
+        from ifhe.experiment import Run
+        run = Run(cfg, out)
+        steps = 0
+        for ev in run.events():
+            if ev.kind == "synth":
+                steps += 1
+                points.append((time.perf_counter(), steps, ev.it_per_s if ev.iteration == per_round else None))
+                if steps >= need:
+                    break
+        run.request_stop()
+    else:
+        from app.jobs import JobRegistry
+        reg = JobRegistry(out, max_jobs=1, threads=threads)
+        job = reg.submit(cfg)
+        while True:  # what a page would see, read 20 times a second (a page reads it 2-3 times)
+            s = job.snapshot()
+            if not points or s.steps != points[-1][1]:
+                points.append((time.perf_counter(), s.steps, s.it_per_s if s.iteration == per_round else None))
+            if s.steps >= need or not s.active:
+                break
+            time.sleep(0.05)
+        reg.stop_all()
+    print(json.dumps(windows(points, per_round, n_windows)))
+
+
+def measure_inproc(mode: str, n_windows: int, threads: int, env: dict, root: Path) -> list[dict]:
+    cmd = [sys.executable, __file__, "--inproc", mode, "--windows", str(n_windows), "--threads", str(threads),
+           "--root", str(root)]
+    res = subprocess.run(cmd, env={**os.environ, **env, "OMP_NUM_THREADS": str(threads)}, cwd=ROOT,
+                         capture_output=True, text=True, timeout=900)
+    if res.returncode:
+        raise RuntimeError(f"{mode} measurement failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def measure_browser(page, n_windows: int, per_round: int) -> list[dict]:
+    """Start a run on the page and watch it for `n_windows` windows (see `windows`)."""
+    need = per_round * (3 + 2 * (n_windows - 1)) + 1
+    button(page, "Start").click()
+    page.locator(GRID).first.wait_for(timeout=60_000)
+    page.evaluate(WATCH_JS)
+    deadline = time.perf_counter() + 60 + 20 * need
+    points = []
+    while time.perf_counter() < deadline:
+        page.wait_for_timeout(1000)
+        points = page.evaluate("() => window.__steps")
+        if points and points[-1][1] >= need:
+            break
+    page.evaluate("() => clearInterval(window.__poll)")
+    button(page, "Stop").click()
+    page.get_by_text("stopped · ", exact=False).first.wait_for(timeout=60_000)
+    return windows([(t / 1000, s, v) for t, s, v in points], per_round, n_windows)
 
 
 class HealthProbe(threading.Thread):
@@ -66,97 +177,131 @@ class HealthProbe(threading.Thread):
         self.join()
 
 
+def _fmt_rates(ws: list[dict]) -> tuple[str, str]:
+    rates = [w["rate"] for w in ws]
+    inr = [w["in_round"] for w in ws if w["in_round"]]
+    r = f"{statistics.median(rates):.2f} ({min(rates):.2f}-{max(rates):.2f})" if rates else "-"
+    i = f"{statistics.median(inr):.2f} ({min(inr):.2f}-{max(inr):.2f})" if inr else "-"
+    return r, i
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--seconds", type=float, default=6.0, help="how long to watch the refresh rate")
+    ap.add_argument("--repeats", type=int, default=3, help="Start -> first grid repeats")
+    ap.add_argument("--windows", type=int, default=2, help="two-round windows per live-rate measure")
+    ap.add_argument("--pairs", type=int, default=2, help="engine / browser measures, alternated")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads of a job (default: the app's)")
+    ap.add_argument("--skip-sessions", action="store_true", help="leave out the four-sessions measure")
+    ap.add_argument("--inproc", choices=("engine", "job"), help=argparse.SUPPRESS)
+    ap.add_argument("--root", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    threads = a.threads or app_threads()
+    if a.inproc:
+        inproc(a.inproc, a.windows, threads, a.root)
+        return
     from playwright.sync_api import expect, sync_playwright
 
     from ifhe.zoo import available
     tmp = Path(tempfile.mkdtemp(prefix="bench_app_"))
-    env = {"IFHE_APP_RUNS": str(tmp / "runs")}
-    if "cifar10_wrn16_2" in available():
-        teacher = "cifar10_wrn16_2 (shipped)"
+    env = {"IFHE_APP_RUNS": str(tmp / "runs"), "IFHE_APP_THREADS": str(threads)}
+    if TEACHER in available():
+        teacher = f"{TEACHER} (shipped)"
     else:
-        publish_test_teacher(tmp / "pretrained", "random_wrn16_2", "wrn16_2")
+        publish_test_teacher(tmp / "pretrained", TEACHER, "wrn16_2")
         env["IFHE_PRETRAINED"] = str(tmp / "pretrained")
-        teacher = "random WRN-16-2 (cifar10_wrn16_2 not published yet; same cost)"
-    print(f"teacher {teacher}; IFHE synthesis, batch 16; {os.cpu_count()} CPU cores")
+        teacher = f"random WRN-16-2 ({TEACHER} not published; same cost)"
+    from app.widgets import form_defaults
+    per_round = form_defaults("ifhe")["iterations"]
+    print(f"{machine()}; teacher {teacher}; IFHE synthesis, batch {form_defaults('ifhe')['batch']}, "
+          f"{per_round} iterations a round; {threads} torch thread(s) per job")
     rows = []
-    with Server(env, log=tmp / "server.log") as server, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-        page.goto(server.url)
-        button(page, "Start").wait_for(timeout=60_000)
-        page.wait_for_timeout(3000)  # a user reads the page before pressing Start; the server warms up meanwhile
 
-        # -- Start -> first grid -------------------------------------------------------------------------------
-        firsts = []
-        for i in range(a.repeats):
-            expect(page.locator(GRID)).to_have_count(0)
+    # -- live rate without a browser: the engine alone, the app's job thread alone ----------------------------
+    engine = measure_inproc("engine", a.windows, threads, env, tmp)
+    job = measure_inproc("job", a.windows, threads, env, tmp)
+    browser_rates = []
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = ctx.new_page()
+        with Server(env, log=tmp / "server.log") as server:
+            # -- first page ---------------------------------------------------------------------------------
             t0 = time.perf_counter()
-            button(page, "Start").click()
-            page.locator(GRID).first.wait_for(timeout=60_000)
-            firsts.append(time.perf_counter() - t0)
-            if i < a.repeats - 1:
+            page.goto(server.url)
+            button(page, "Start").wait_for(timeout=60_000)
+            rows.append(("first page: server up -> Start button", f"{time.perf_counter() - t0:.2f} s", "< 3 s"))
+            page.wait_for_timeout(3000)  # a user reads the page before pressing Start; the server warms up
+
+            # -- Start -> first grid ------------------------------------------------------------------------
+            firsts = []
+            for i in range(a.repeats):
+                expect(page.locator(GRID)).to_have_count(0)
+                t0 = time.perf_counter()
+                button(page, "Start").click()
+                page.locator(GRID).first.wait_for(timeout=60_000)
+                firsts.append(time.perf_counter() - t0)
                 button(page, "Reset").click()  # stops the run and detaches: the grid goes away
                 page.wait_for_timeout(1500)
-        rows.append(("Start -> first grid in the browser, first run", f"{firsts[0]:.2f} s", "< 2 s"))
-        rows.append((f"Start -> first grid, median of {len(firsts)}", f"{statistics.median(firsts):.2f} s", "< 2 s"))
+            rows.append(("Start -> first grid, first run / median of " + str(len(firsts)),
+                         f"{firsts[0]:.2f} / {statistics.median(firsts):.2f} s", "< 1.5 s"))
 
-        # -- refresh rate and health while the last run goes on ------------------------------------------------
-        probe = HealthProbe(server.url)
-        probe.start()
-        page.evaluate(COUNTER_JS)
-        page.wait_for_timeout(a.seconds * 1000)
-        changes = page.evaluate("() => { clearInterval(window.__poll); return window.__changes; }")
-        probe.stop()
-        rows.append(("live view refreshes per second", f"{changes['tick'] / a.seconds:.2f}", ">= 2"))
-        rows.append(("new image grids per second (bounded by the run's speed)", f"{changes['grid'] / a.seconds:.2f}", ""))
-        rows.append(("health endpoint while a job runs, median / max",
-                     f"{statistics.median(probe.times) * 1000:.0f} / {max(probe.times) * 1000:.0f} ms"
-                     + (f" ({probe.errors} errors)" if probe.errors else ""), "< 1 s"))
-        rows.append(("server peak memory with one job (VmHWM)", f"{server.peak_rss_mb():.0f} MB", "< 1.5 GB"))
-        button(page, "Stop").click()
-        expect(button(page, "Start")).to_be_enabled(timeout=30_000)
+            # -- live rate with the browser watching, health meanwhile; engine and browser alternate so that
+            #    other work on the machine weighs on both alike --------------------------------------------------
+            probe = HealthProbe(server.url)
+            for rep in range(a.pairs):
+                if rep:
+                    engine += measure_inproc("engine", a.windows, threads, env, tmp)
+                    button(page, "Reset").click()  # forget the stopped run: its grid goes away
+                    expect(page.locator(GRID)).to_have_count(0)
+                if rep == 0:
+                    probe.start()
+                browser_rates += measure_browser(page, a.windows, per_round)
+                if rep == 0:
+                    probe.stop()
+            for name, ws in (("engine alone", engine), ("app job thread, no page", job),
+                             ("app in the browser (server + Chromium)", browser_rates)):
+                rate, in_round = _fmt_rates(ws)
+                ratio = (statistics.median(w["rate"] for w in engine) / statistics.median(w["rate"] for w in ws)
+                         if ws else float("nan"))
+                rows.append((f"it/s, {name}: 2-round windows / in-round", f"{rate} / {in_round}",
+                             f"engine/this {ratio:.2f}x (<= 1.3x)"))
+            rows.append(("health endpoint while a job runs, median / max",
+                         f"{statistics.median(probe.times) * 1000:.0f} / {max(probe.times) * 1000:.0f} ms"
+                         + (f" ({probe.errors} errors)" if probe.errors else ""), "< 1 s"))
+            rows.append(("server peak memory with one job (VmHWM)", f"{server.peak_rss_mb():.0f} MB", "< 1.5 GB"))
 
-        # -- four sessions press Start at once -----------------------------------------------------------------
-        pages = []
-        for _ in range(4):
-            q = browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
-            q.goto(server.url)
-            button(q, "Start").wait_for(timeout=60_000)
-            pages.append(q)
-        probe = HealthProbe(server.url)
-        probe.start()
-        for q in pages:
-            button(q, "Start").click(no_wait_after=True)
-        deadline = time.perf_counter() + 60
-        started = refused = []
-        while time.perf_counter() < deadline:
-            started = [q for q in pages if "job=" in q.url]
-            refused = [q for q in pages if "job=" not in q.url
-                       and main_block(q).get_by_text("of this server are busy", exact=False).count()]
-            if len(started) + len(refused) == 4:
-                break
-            pages[0].wait_for_timeout(200)
-        for q in started:
-            q.locator(GRID).first.wait_for(timeout=60_000)
-        pages[0].wait_for_timeout(2000)
-        probe.stop()
-        limit = os.environ.get("IFHE_APP_MAX_JOBS") or max(1, (os.cpu_count() or 2) - 1)
-        rows.append(("4 sessions press Start at once: started / refused", f"{len(started)} / {len(refused)}",
-                     f"started = job limit ({limit})"))
-        rows.append(("health meanwhile, max", f"{max(probe.times) * 1000:.0f} ms", "< 1 s"))
-        rows.append(("server peak memory after that (VmHWM)", f"{server.peak_rss_mb():.0f} MB", ""))
-        for q in started:
-            button(q, "Stop").click()
+            # -- four sessions press Start at once ------------------------------------------------------------
+            if not a.skip_sessions:
+                pages = [open_page(browser, server.url, 1200, 900) for _ in range(4)]
+                probe = HealthProbe(server.url)
+                probe.start()
+                for q in pages:
+                    button(q, "Start").click(no_wait_after=True)
+                deadline = time.perf_counter() + 60
+                started = refused = []
+                while time.perf_counter() < deadline:
+                    started = [q for q in pages if "job=" in q.url]
+                    refused = [q for q in pages if "job=" not in q.url
+                               and main_block(q).get_by_text("of this server are busy", exact=False).count()]
+                    if len(started) + len(refused) == 4:
+                        break
+                    pages[0].wait_for_timeout(200)
+                for q in started:
+                    q.locator(GRID).first.wait_for(timeout=60_000)
+                pages[0].wait_for_timeout(2000)
+                probe.stop()
+                limit = os.environ.get("IFHE_APP_MAX_JOBS") or max(1, (os.cpu_count() or 2) - 1)
+                rows.append(("4 sessions press Start at once: started / refused",
+                             f"{len(started)} / {len(refused)}", f"started = job limit ({limit})"))
+                rows.append(("health meanwhile, max", f"{max(probe.times) * 1000:.0f} ms", "< 1 s"))
+                for q in started:
+                    button(q, "Stop").click()
         browser.close()
     w = max(len(r[0]) for r in rows)
-    print(f"\n{'measure':{w}s}  {'value':>22s}  target")
+    print(f"\n{'measure':{w}s}  {'value':>30s}  target")
     for name, value, target in rows:
-        print(f"{name:{w}s}  {value:>22s}  {target}")
+        print(f"{name:{w}s}  {value:>30s}  {target}")
 
 
 if __name__ == "__main__":

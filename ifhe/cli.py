@@ -43,7 +43,7 @@ def _cmd_train_teacher(a) -> int:
         earlier = read_manifest().get(cfg.init_from) if cfg.init_from else None
         if earlier:  # a fine-tuning stage of a zoo model: keep the whole history
             recipe, epochs = f"{earlier['recipe']} && {recipe}", earlier["epochs"] + cfg.epochs
-        entry = publish(result["model"], a.publish, cfg.dataset, result["test_acc"], epochs, recipe)
+        entry = publish(result["model"], a.publish, cfg.dataset, result["test_acc"], epochs, recipe, role=a.role)
         print(f"published {a.publish}: {entry['file']} sha256 {entry['sha256'][:12]}")
     return 0
 
@@ -430,6 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True)
     t.add_argument("--resume", action="store_true", help="continue the run in --out after a kill")
     t.add_argument("--publish", metavar="NAME", help="when finished, add to pretrained/ under NAME")
+    t.add_argument("--role", choices=("teacher", "student"), default="teacher",
+                   help="how --publish lists it: a teacher (default), or a scratch-trained student to compare against")
     t.add_argument("--device")
     t.add_argument("--threads", type=int)
     _add_precision(t)

@@ -126,9 +126,17 @@ def teacher_info(ref: str, root: Path | None = None) -> dict:
         if entry else {}
 
 
+ROLES = ("teacher", "student")  # a manifest entry without a role was published before roles: a teacher
+
+
 def publish(model: nn.Module, name: str, dataset: str, accuracy: float, epochs: float, recipe: str,
-            root: Path | None = None, extra: dict | None = None) -> dict:
-    """Write `<name>.safetensors` and its manifest record (atomic; other records are kept)."""
+            root: Path | None = None, extra: dict | None = None, role: str = "teacher") -> dict:
+    """Write `<name>.safetensors` and its manifest record (atomic; other records are kept).
+
+    `role`: "teacher" (offered as a teacher by the app), or "student" (a scratch-trained student kept to compare
+    against, e.g. the accuracy a distilled student should approach)."""
+    if role not in ROLES:
+        raise IfheError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     if dataset not in NUM_CLASSES or model.num_classes != NUM_CLASSES[dataset]:
         raise IfheError(f"model has {model.num_classes} classes, {dataset} has {NUM_CLASSES.get(dataset)}")
     root = Path(root or PRETRAINED_DIR)
@@ -138,7 +146,7 @@ def publish(model: nn.Module, name: str, dataset: str, accuracy: float, epochs: 
     entry = {"file": file, "arch": model.arch, "dataset": dataset, "num_classes": model.num_classes,
              "normalization": {"mean": normalization(dataset)[0], "std": normalization(dataset)[1]},
              "test_accuracy": round(accuracy, 2), "epochs": epochs, "recipe": recipe,
-             "sha256": sha256_file(root / file)} | (extra or {})
+             "sha256": sha256_file(root / file), "role": role} | (extra or {})
     manifest = read_manifest(root)
     manifest[name] = entry
     atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")

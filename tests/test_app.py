@@ -122,7 +122,8 @@ def test_start_pause_step_live_weights_stop(env):
     wait_until(lambda: job.snapshot().grid_png is not None, what="first image grid")
     at.run()
     assert at.button(key="start_synth").disabled  # one run per session at a time
-    assert any("synthesized images" in m.value for m in at.markdown)  # the grid (one composite image)
+    grid = at.get("image")  # the grid: one composite image, a data URI (no media-file round trip)
+    assert len(grid) == 1 and grid[0].proto.imgs[0].url.startswith("data:image/png;base64,")
     assert at.get("plotly_chart")  # the loss chart
     # α moved while running reaches the synthesizer at its next step
     at.slider(key="alpha").set_value(1.25).run()
@@ -263,6 +264,128 @@ def test_run_failure_is_reported_not_raised(env):
     assert any("failed" in e.value for e in again.error)
 
 
+def test_grid_is_composed_only_when_a_page_drew_the_last_one(env):
+    """Nobody watching: the first grid and no other (the job thread spends nothing on pictures); a page that drew
+    version v gets v + 1 at the next step, not before."""
+    cfg = widgets.build_config(dict(widgets.form_defaults("ifhe"), method="ifhe", teacher=TEACHER, student="wrn16_1",
+                                    rounds=100, seed=0, batch=8, iterations=50), "synth")
+    job = jobs.registry().submit(cfg)
+    wait_until(lambda: job.snapshot().grid_version == 1, what="first grid")
+    steps = job.snapshot().steps
+    wait_until(lambda: job.snapshot().steps >= steps + 3, what="three more steps")
+    assert job.snapshot().grid_version == 1
+    job.drawn(1)
+    wait_until(lambda: job.snapshot().grid_version == 2, what="the next grid once the first was drawn")
+    time.sleep(0.6)
+    assert job.snapshot().grid_version == 2
+    # paused: the grid catches up with the batch as it stands, so Step shows the step it made
+    job.drawn(2)
+    job.pause()
+    wait_until(lambda: job.snapshot().state == "paused", what="pause")
+    job.step()
+    wait_until(lambda: job.snapshot().grid_caption.endswith(f"iteration {job.snapshot().iteration}"),
+               what="the grid of the last step")
+    s = job.snapshot()
+    assert s.it_per_s > 0  # iterations per wall second, as the page shows them
+    jobs.registry().stop_all()
+
+
+def test_grid_uses_the_teachers_probabilities_when_the_engine_gives_them():
+    """With the step's teacher probabilities at hand, captioning a grid costs no teacher pass."""
+    class NoTeacher:
+        @property
+        def teacher(self):
+            raise AssertionError("the teacher was run again")
+
+    job = jobs.Job.__new__(jobs.Job)
+    job._snap = jobs.Snapshot(kind="synth", method="ifhe", out_dir="x", run_name="x", classes=tuple("abcdefghij"))
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    probs = torch.softmax(torch.randn(4, 10), 1)
+    assert job._grid(NoTeacher(), images, torch.tensor([0, 1, 2, 3]), probs).startswith(b"\x89PNG")
+
+
+# ---- teachers, first page, exits -----------------------------------------------------------------------------
+
+def test_teacher_list_offers_teachers_only_best_first(env, tmp_path, monkeypatch):
+    """The zoo says which entries are teachers; a scratch-trained student is never offered (nor the default) and the
+    best teacher comes first."""
+    from ifhe.models import create_model
+    root = tmp_path / "zoo"
+    torch.manual_seed(0)
+    zoo.publish(create_model("wrn16_1", 10), "a_scratch_student", "cifar10", 95.0, 0, "tests", root=root,
+                role="student")
+    zoo.publish(create_model("wrn16_1", 10), "b_teacher", "cifar10", 80.0, 0, "tests", root=root)
+    zoo.publish(create_model("wrn16_1", 10), "c_teacher", "cifar10", 90.0, 0, "tests", root=root)
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert [manifest[n]["role"] for n in sorted(manifest)] == ["student", "teacher", "teacher"]
+    del manifest["b_teacher"]["role"]  # published before roles existed: a teacher
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setattr(zoo, "PRETRAINED_DIR", root)
+    at = new_app()
+    no_exceptions(at)
+    options = at.selectbox(key="teacher").options  # as shown: "name (architecture, accuracy)"
+    assert [o.split()[0] for o in options[:2]] == ["c_teacher", "b_teacher"]
+    assert not any("a_scratch_student" in o for o in options)
+    assert at.selectbox(key="teacher").value == "c_teacher"
+    with pytest.raises(IfheError, match="role"):
+        zoo.publish(create_model("wrn16_1", 10), "x", "cifar10", 1.0, 0, "tests", root=root, role="teaching")
+
+
+def test_shipped_zoo_roles():
+    from app import catalog
+    manifest = zoo.read_manifest(ROOT / "pretrained")
+    if "cifar10_wrn16_1" in manifest:
+        assert manifest["cifar10_wrn16_1"]["role"] == "student"  # WRN-16-1 trained from scratch: not a teacher
+    if "cifar10_wrn16_2" in manifest:
+        assert manifest["cifar10_wrn16_2"]["role"] == "teacher"
+        if zoo.PRETRAINED_DIR.resolve() == (ROOT / "pretrained").resolve():
+            assert catalog.default_teacher("cifar10") == max(
+                catalog.teachers("cifar10"), key=lambda n: manifest[n]["test_accuracy"])
+
+
+def test_catalog_matches_the_engine(monkeypatch, tmp_path):
+    """The first page reads the zoo and the architecture names without torch; they are the engine's."""
+    import subprocess
+    from ifhe.models import ARCHITECTURES
+    from app import catalog
+    assert catalog.ARCHITECTURES == ARCHITECTURES
+    code = "import ifhe.zoo, app.catalog as c; print(ifhe.zoo.PRETRAINED_DIR == c.pretrained_dir())"
+    for value in (None, str(tmp_path)):
+        env = {k: v for k, v in os.environ.items() if k != "IFHE_PRETRAINED"}
+        code_first = ("import app.catalog as c; d = c.pretrained_dir(); import ifhe.zoo; "
+                      "print(ifhe.zoo.PRETRAINED_DIR == d)")
+        if value:
+            env["IFHE_PRETRAINED"] = value
+        for c in (code, code_first):
+            out = subprocess.run([sys.executable, "-c", c], env=env, cwd=ROOT, capture_output=True, text=True)
+            assert out.stdout.strip() == "True", out.stderr
+
+
+_QUICK_EXIT = """
+import os, sys, time
+sys.path.insert(0, {root!r})
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file({app!r}, default_timeout=60).run()
+assert not at.exception, at.exception
+print("torch imported by the first page:", "torch" in sys.modules, flush=True)
+time.sleep({delay})
+"""
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.0, 0.0, 1.5])
+def test_a_process_that_draws_the_first_page_and_exits_exits_cleanly(tmp_path, delay):
+    """The first page needs no torch; the warm-up that starts after it never aborts the interpreter at exit
+    (it used to: "terminate called without an active exception", exit code 134, when the process ended while the
+    warm-up was importing torch). 1.5 s: the exit comes while the warm-up is importing torch."""
+    import subprocess
+    env = {**os.environ, "IFHE_APP_RUNS": str(tmp_path / "runs"), "IFHE_APP_WARMUP": "1"}
+    code = _QUICK_EXIT.format(root=str(ROOT), app=APP, delay=delay)
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and "terminate called" not in out.stderr, (out.returncode, out.stderr[-2000:])
+    assert "torch imported by the first page: False" in out.stdout
+
+
 # ---- uploads and paths -------------------------------------------------------------------------------------
 
 def _weights(arch="wrn16_1", nc=10) -> bytes:
@@ -398,7 +521,7 @@ def test_distill_run_with_real_data_and_downloads(env, tiny_cifar, monkeypatch):
     no_exceptions(at)
     labels = [d.label for d in at.get("download_button")]
     assert "Student (safetensors)" in labels and "Run config (YAML)" in labels
-    assert any("bank samples by class" in m.value for m in at.markdown)
+    assert any("Bank samples by class" in m.value for m in at.markdown) and at.get("image")
     import yaml
     cfg = yaml.safe_load(job.config_yaml())
     assert cfg["distill"]["steps_per_round"] == 3 and cfg["method"] == "ifhe"

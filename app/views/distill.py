@@ -78,17 +78,18 @@ with right:
             with b:
                 st.markdown("**Bank samples by class**")
                 if s.bank_png is not None:
-                    st.markdown(W.img_html(s.bank_png, alt="bank samples by class"), unsafe_allow_html=True)
+                    st.image(W.png_url(s.bank_png))
                     st.plotly_chart(W.class_count_figure(s.class_counts, s.classes, height=200), key="counts",
                                     config={"displayModeBar": False})
                 else:
                     st.caption("The bank fills at the end of the first synthesis round.")
                 if s.grid_png is not None:
                     with st.expander("Current synthesis batch"):
-                        st.markdown(W.img_html(s.grid_png, s.grid_caption), unsafe_allow_html=True)
+                        st.image(W.png_url(s.grid_png), caption=s.grid_caption)
 
         common.live(render, job.id, snap.active, key="distill_live")
-        common.live(charts, job.id, snap.active, key="distill_charts", every=1.0, rerun_when_done=False)
+        common.live(charts, job.id, snap.active, key="distill_charts", every=common.CHART_REFRESH_S,
+                    rerun_when_done=False, grid=True)
 
         st.markdown("**Downloads**")
         d1, d2, d3 = st.columns(3)

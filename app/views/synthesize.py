@@ -24,8 +24,6 @@ with right:
         st.info("Press **Start** to synthesize with these settings. The grid shows the current batch, each image "
                 "captioned with its target class and the teacher's confidence in it (red: the teacher sees "
                 "another class).")
-        st.plotly_chart(W.loss_figure([], "step", "loss terms over synthesis steps"), key="synth_losses",
-                        config={"displayModeBar": False})
     else:
         snap = job.snapshot()
         common.job_header(snap, show_note=False)
@@ -40,8 +38,7 @@ with right:
             grid = st.container(key="grid")
             if s.grid_png is not None:
                 cap = f"{s.grid_caption} · {W.weights_text(s.weights)}"
-                grid.markdown(W.img_html(s.grid_png, cap, f"synthesized images {s.run_name} {s.grid_version}"),
-                             unsafe_allow_html=True)
+                grid.image(W.png_url(s.grid_png), caption=cap)
             elif s.active:
                 grid.info("Starting: loading the teacher and building the synthesizer…")
             if s.weights.get("alpha", 0) > 0:
@@ -57,6 +54,7 @@ with right:
             st.plotly_chart(W.loss_figure(s.synth_losses, "step", "loss terms over synthesis steps"),
                             key="synth_losses", config={"displayModeBar": False})
 
-        # the grid refreshes 2.5 times a second; the chart, heavier to draw, once a second
-        common.live(render, job.id, snap.active, key="synth_live", first=lambda s: s.grid_png is not None)
-        common.live(chart, job.id, snap.active, key="synth_chart", every=1.0, rerun_when_done=False)
+        # the grid refreshes twice a second; the chart, heavier to draw, every two seconds
+        common.live(render, job.id, snap.active, key="synth_live", first=lambda s: s.grid_png is not None, grid=True)
+        common.live(chart, job.id, snap.active, key="synth_chart", every=common.CHART_REFRESH_S,
+                    rerun_when_done=False)

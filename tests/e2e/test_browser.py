@@ -1,31 +1,21 @@
 """End to end: the real server in headless Chromium. Open the app, start IFHE synthesis, see the image grid
-change, stop it, reload (reattach), open the feature page; and four sessions starting at once."""
+change, stop it, reload (reattach), open the feature page; four sessions starting at once; no Deploy button;
+stopping the server (SIGTERM, Ctrl-C) while a run goes on."""
 from __future__ import annotations
 
 import re
+import signal
 import time
 
+import pytest
 from playwright.sync_api import expect
 
-from app.serve import health
-
-GRID = ".st-key-grid img"
-
-
-def main(page):
-    return page.get_by_test_id("stMainBlockContainer")
-
-
-def button(page, name):
-    return main(page).get_by_role("button", name=name, exact=True)
+from app.serve import GRID, Server, button, health, open_page
+from app.serve import main_block as main
 
 
 def open_app(browser, server, path=""):
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = ctx.new_page()
-    page.goto(server.url + path)
-    button(page, "Start").wait_for(timeout=60_000)
-    return page
+    return open_page(browser, server.url + path)
 
 
 def wait_for_grid_change(page, timeout=30.0) -> tuple[str, str]:
@@ -93,3 +83,37 @@ def test_four_sessions_keep_the_limit(server, browser):
         p.get_by_text(re.compile(r"stopped · ")).wait_for(timeout=30_000)
     for p in pages:
         p.context.close()
+
+
+def test_no_deploy_button_or_developer_menu(server, browser):
+    page = open_app(browser, server)
+    expect(page.get_by_test_id("stAppDeployButton")).to_have_count(0)
+    expect(page.get_by_test_id("stMainMenu")).to_have_count(0)
+    page.context.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stopping_the_server_stops_runs_and_keeps_their_checkpoints(server, browser, tmp_path, sig):
+    """SIGTERM (docker stop) or Ctrl-C while a run goes on: the run stops at its next step and saves its checkpoint
+    and student, and the server exits 0 within the grace period (it used to abort with exit code 134)."""
+    env = {**{k: v for k, v in server.env.items() if k.startswith("IFHE_")}, "IFHE_APP_RUNS": str(tmp_path / "runs")}
+    own = Server(env, log=tmp_path / "server.log").start()
+    try:
+        page = open_app(browser, own)
+        button(page, "Start").click()
+        page.locator(GRID).first.wait_for(timeout=60_000)
+        t0 = time.perf_counter()
+        own.proc.send_signal(sig)
+        code = own.proc.wait(20)
+        took = time.perf_counter() - t0
+        page.context.close()
+    finally:
+        own.stop()
+    log = (tmp_path / "server.log").read_text()
+    assert code == 0 and "terminate called" not in log, (code, log[-2000:])
+    assert took < 10, f"{took:.1f} s: docker stop kills after 10 s"
+    (run,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    for name in ("checkpoint.safetensors", "student.safetensors", "status.json"):
+        assert (run / name).is_file(), name
+    import json
+    assert json.loads((run / "status.json").read_text())["state"] == "stopped"
