@@ -257,7 +257,21 @@ def _cmd_demo(a) -> int:
     if a.data:
         env["IFHE_DATA"] = a.data
     print(f"ifhe demo: http://localhost:{a.port}")
-    return subprocess.call(cmd, env=env)
+    # Ctrl-C, SIGTERM: the server gets the signal and stops its runs (each saves its checkpoint) before it exits;
+    # this process waits for that and exits with the server's code (subprocess.call would kill it after 0.25 s)
+    import signal
+    proc = subprocess.Popen(cmd, env=env)
+
+    def forward(signum, frame):
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return proc.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _cmd_features(a) -> int:

@@ -92,25 +92,51 @@ def test_no_deploy_button_or_developer_menu(server, browser):
     page.context.close()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_stopping_the_server_stops_runs_and_keeps_their_checkpoints(server, browser, tmp_path, sig):
-    """SIGTERM (docker stop) or Ctrl-C while a run goes on: the run stops at its next step and saves its checkpoint
-    and student, and the server exits 0 within the grace period (it used to abort with exit code 134)."""
+class _Demo(Server):
+    """`ifhe demo` (which runs the server as its child) in a session of its own, as a terminal would run it."""
+
+    def start(self, timeout: float = 90.0) -> "Server":
+        import subprocess
+        import sys
+        out = open(self.log_path, "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "ifhe", "demo", "--port", str(self.port), "--headless"],
+                                     env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < timeout:
+            try:
+                health(self.url, timeout=2.0)
+                return self
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"ifhe demo did not answer within {timeout:.0f} s")
+
+
+@pytest.mark.parametrize("launch, sig", [("server", signal.SIGTERM), ("ifhe demo", signal.SIGTERM),
+                                         ("ifhe demo", "Ctrl-C")], ids=["server-SIGTERM", "demo-SIGTERM", "demo-Ctrl-C"])
+def test_stopping_the_server_stops_runs_and_keeps_their_checkpoints(server, browser, tmp_path, launch, sig):
+    """SIGTERM (docker stop) or Ctrl-C (SIGINT to the terminal's process group: `ifhe demo` and its server) while a
+    run goes on: the run stops at its next step and saves its checkpoint and student, and the process exits 0
+    within docker's grace period. It used to abort (exit code 134), and `ifhe demo` killed its server at once."""
+    import os
     env = {**{k: v for k, v in server.env.items() if k.startswith("IFHE_")}, "IFHE_APP_RUNS": str(tmp_path / "runs")}
-    own = Server(env, log=tmp_path / "server.log").start()
+    own = (_Demo if launch == "ifhe demo" else Server)(env, log=tmp_path / "server.log").start()
     try:
         page = open_app(browser, own)
         button(page, "Start").click()
         page.locator(GRID).first.wait_for(timeout=60_000)
         t0 = time.perf_counter()
-        own.proc.send_signal(sig)
+        if sig == "Ctrl-C":
+            os.killpg(own.proc.pid, signal.SIGINT)
+        else:
+            own.proc.send_signal(sig)
         code = own.proc.wait(20)
         took = time.perf_counter() - t0
         page.context.close()
     finally:
         own.stop()
     log = (tmp_path / "server.log").read_text()
-    assert code == 0 and "terminate called" not in log, (code, log[-2000:])
+    assert code == 0 and "terminate called" not in log and "Traceback" not in log, (code, log[-2000:])
     assert took < 10, f"{took:.1f} s: docker stop kills after 10 s"
     (run,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
     for name in ("checkpoint.safetensors", "student.safetensors", "status.json"):
