@@ -209,45 +209,112 @@ def controls(kind: str, start_label: str = "Start") -> None:
         st.warning(f"All {reg.max_jobs} job slot(s) of this server are busy. Start is refused until one is free.")
 
 
+def on_pair_change() -> None:
+    ss = st.session_state
+    teacher, student = catalog.parse_pair(ss["pair"])
+    ss["teacher"] = teacher
+    if student:
+        ss["student"] = student
+
+
+@st.cache_data(ttl=15, show_spinner=False)
+def _measured(runs_dir: str, results_dir: str) -> dict:
+    return catalog.measured(runs_dir, [runs_dir, results_dir])
+
+
+def measured_figures() -> dict:
+    from .compare_view import results_dir
+    return _measured(str(registry().base_dir), str(results_dir()))
+
+
+def _pair_label(pair: catalog.Pair, figures: dict) -> str:
+    if pair.teacher is None:
+        return f"{pair.title} · the paper's pair · teacher not shipped"
+    acc = catalog.manifest().get(pair.teacher, {}).get("test_accuracy")
+    text = f"{pair.title} · {pair.teacher}" + (f" ({acc:.1f}% test)" if acc is not None else "")
+    if pair.paper:
+        text += " · the paper's pair"
+    best = figures.get((pair.teacher, pair.student))
+    if best:
+        text += f" · measured: {best[0].method} {best[0].student_acc:.1f}%"
+    return text
+
+
+def pair_text() -> str:
+    """The chosen pair in words (the Distill page's summary)."""
+    ss = st.session_state
+    teacher, student = ss.get("teacher") or "", catalog.arch_label(ss.get("student"))
+    if teacher == catalog.UPLOAD:
+        return f"**Teacher** {ss.get('teacher_summary') or '(no upload yet)'} → **student** {student}"
+    if teacher.startswith("paper:"):
+        return f"**Teacher** {catalog.arch_label(teacher[6:])} (not shipped) → **student** {student}"
+    arch = catalog.manifest().get(teacher, {}).get("arch")
+    return f"**Teacher** {catalog.arch_label(arch)} ({teacher}) → **student** {student}"
+
+
 def teacher_picker() -> None:
-    """Dataset, shipped teacher or upload (+ architecture), student."""
-    ARCHITECTURES = catalog.ARCHITECTURES
+    """Dataset, then a teacher/student pair: every shipped teacher with each student architecture (the paper's pairs
+    marked, with what was measured for them), the paper's pairs whose teacher is not shipped (and how to get one),
+    or a teacher uploaded as a .safetensors file (+ its architecture, and a student)."""
     ss = st.session_state
     st.selectbox("Dataset", ("cifar10", "cifar100"), key="dataset")
-    shipped = catalog.teachers(ss["dataset"])
-    options = shipped + ["upload"]
-    if ss.get("teacher") not in options:
-        ss["teacher"] = options[0]
-    st.selectbox("Teacher", options, key="teacher",
-                 format_func=lambda n: "Upload a .safetensors file…" if n == "upload" else catalog.teacher_label(n))
-    if not shipped:
-        st.caption(f"No shipped {ss['dataset']} teacher in pretrained/ yet: upload one, or train it with "
-                   f"`ifhe train-teacher`.")
-    if ss["teacher"] == "upload":
-        st.selectbox("Architecture of the upload", ("(from file)",) + ARCHITECTURES, key="upload_arch")
-        limit = W.upload_limit_mb()
-        up = st.file_uploader(f"Teacher weights (.safetensors only, at most {limit} MB)", type=["safetensors"],
-                              key="upload_file", max_upload_size=limit)
-        if up is None:  # keep an accepted upload across page switches (the uploader itself forgets the file)
-            ss.pop("upload_error", None)
+    pairs = catalog.pairs(ss["dataset"])
+    by_value = {p.value: p for p in pairs}
+    options = list(by_value) + [catalog.UPLOAD]
+    current = catalog.pair_value(ss.get("teacher"), ss["student"])
+    if current not in options:  # another dataset, or a teacher no longer shipped: its first pair
+        current = options[0]
+        ss["teacher"], student = catalog.parse_pair(current)
+        ss["student"] = student or ss["student"]
+    ss["pair"] = current
+    figures = measured_figures()
+    st.selectbox("Teacher → student", options, key="pair", on_change=on_pair_change,
+                 format_func=lambda v: "Upload a teacher (.safetensors)…" if v == catalog.UPLOAD
+                 else _pair_label(by_value[v], figures),
+                 help="every shipped teacher with each student architecture; the IFHE paper's five pairs are marked")
+    pair = by_value.get(current)
+    if pair is not None and pair.teacher is None:
+        st.info(f"No {catalog.arch_label(pair.teacher_arch)} teacher for {ss['dataset']} is shipped in pretrained/. "
+                f"Upload one (last entry of the list), or train it (hours on a CPU, minutes on a GPU) and it "
+                f"appears here:")
+        st.code(catalog.train_command(pair.teacher_arch, ss["dataset"]), language="bash")
+    elif pair is not None:
+        figs = figures.get((pair.teacher, pair.student))
+        if figs:
+            st.caption("Measured for this pair (final student top-1 on the real test set): " + " · ".join(
+                f"{f.method} {f.student_acc:.1f}% ({f.source})" for f in figs[:6]))
         else:
-            seen = (getattr(up, "file_id", None) or up.name, ss["upload_arch"], ss["dataset"])
-            if ss.get("_upload_seen") != seen:
-                ss["_upload_seen"] = seen
-                arch = None if ss["upload_arch"] == "(from file)" else ss["upload_arch"]
-                try:
-                    path, summary = W.validate_upload(up.name, up.getvalue(), arch, ss["dataset"],
-                                                      registry().base_dir / "uploads")
-                    ss["teacher_path"], ss["teacher_summary"] = str(path), summary
-                    ss.pop("upload_error", None)
-                except IfheError as e:
-                    ss["teacher_path"] = ss["teacher_summary"] = None
-                    ss["upload_error"] = str(e)
-        if ss.get("upload_error"):
-            st.error(ss["upload_error"])
-        elif ss.get("teacher_summary"):
-            st.success(f"Teacher accepted: {ss['teacher_summary']}")
-    st.selectbox("Student", ARCHITECTURES, key="student")
+            st.caption("No finished run of this pair with a test accuracy yet (runs folder, `results/`).")
+    if current == catalog.UPLOAD:
+        _upload_teacher()
+        st.selectbox("Student", catalog.ARCHITECTURES, key="student", format_func=catalog.arch_label)
+
+
+def _upload_teacher() -> None:
+    ss = st.session_state
+    st.selectbox("Architecture of the upload", ("(from file)",) + catalog.ARCHITECTURES, key="upload_arch")
+    limit = W.upload_limit_mb()
+    up = st.file_uploader(f"Teacher weights (.safetensors only, at most {limit} MB)", type=["safetensors"],
+                          key="upload_file", max_upload_size=limit)
+    if up is None:  # keep an accepted upload across page switches (the uploader itself forgets the file)
+        ss.pop("upload_error", None)
+    else:
+        seen = (getattr(up, "file_id", None) or up.name, ss["upload_arch"], ss["dataset"])
+        if ss.get("_upload_seen") != seen:
+            ss["_upload_seen"] = seen
+            arch = None if ss["upload_arch"] == "(from file)" else ss["upload_arch"]
+            try:
+                path, summary = W.validate_upload(up.name, up.getvalue(), arch, ss["dataset"],
+                                                  registry().base_dir / "uploads")
+                ss["teacher_path"], ss["teacher_summary"] = str(path), summary
+                ss.pop("upload_error", None)
+            except IfheError as e:
+                ss["teacher_path"] = ss["teacher_summary"] = None
+                ss["upload_error"] = str(e)
+    if ss.get("upload_error"):
+        st.error(ss["upload_error"])
+    elif ss.get("teacher_summary"):
+        st.success(f"Teacher accepted: {ss['teacher_summary']}")
 
 
 def method_picker() -> None:

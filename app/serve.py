@@ -85,13 +85,14 @@ class Server:
         self.stop()
 
 
-def publish_test_teacher(root: str | os.PathLike, name: str = "tiny_wrn16_1", arch: str = "wrn16_1") -> str:
+def publish_test_teacher(root: str | os.PathLike, name: str = "tiny_wrn16_1", arch: str = "wrn16_1",
+                         accuracy: float = 10.0) -> str:
     """A randomly initialised teacher in a zoo folder (for tests on machines without the shipped one)."""
     import torch
     from ifhe.models import create_model
     from ifhe.zoo import publish
     torch.manual_seed(0)
-    publish(create_model(arch, 10), name, "cifar10", 10.0, 0, "random init (tests)", root=Path(root))
+    publish(create_model(arch, 10), name, "cifar10", accuracy, 0, "random init (tests)", root=Path(root))
     return name
 
 

@@ -261,6 +261,10 @@ def build_config(v: dict, kind: str):
         distill |= {"steps_per_round": int(v["kd_steps"]), "batch_size": int(v["kd_batch"]),
                     "lr": float(v["kd_lr"])}
     teacher = v.get("teacher_path") if v.get("teacher") == "upload" else v.get("teacher")
+    if teacher and teacher.startswith("paper:"):
+        from .catalog import arch_label
+        raise IfheError(f"no {arch_label(teacher[6:])} teacher is shipped: upload one, or train it with the "
+                        f"command shown under the pair")
     if not teacher:
         raise IfheError("no teacher: pick a shipped one, or upload a .safetensors file and wait for it to be accepted")
     budget = v.get("budget") or None

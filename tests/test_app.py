@@ -24,6 +24,7 @@ from ifhe.errors import IfheError  # noqa: E402
 
 APP = str(ROOT / "app" / "streamlit_app.py")
 TEACHER = "tiny_wrn16_1"
+VGG_TEACHER = "tiny_vgg11_bn"
 
 
 def wait_until(pred, timeout=20.0, what="condition"):
@@ -41,6 +42,8 @@ def tiny_zoo(tmp_path_factory):
     root = tmp_path_factory.mktemp("pretrained")
     torch.manual_seed(0)
     zoo.publish(create_model("wrn16_1", 10), TEACHER, "cifar10", 10.0, 0, "random init (tests)", root=root)
+    # the other teacher family: a random VGG11-BN (the trained one is not shipped yet), below TEACHER's accuracy
+    zoo.publish(create_model("vgg11_bn", 10), VGG_TEACHER, "cifar10", 9.0, 0, "random init (tests)", root=root)
     return root
 
 
@@ -98,7 +101,8 @@ def test_synthesize_page_widgets_and_presets(env):
     assert [b.label for b in at.button][:5] == ["Start", "Pause", "Step", "Stop", "Reset"]
     assert at.button(key="start_synth").disabled is False
     assert at.button(key="stop").disabled and at.button(key="step").disabled
-    assert at.selectbox(key="teacher").value == TEACHER
+    assert at.selectbox(key="pair").value == f"zoo:{TEACHER}:wrn16_1"  # the best teacher, the default student
+    assert (at.session_state["teacher"], at.session_state["student"]) == (TEACHER, "wrn16_1")
     assert at.selectbox(key="method").value == "ifhe"
     assert (at.slider(key="alpha").value, at.slider(key="beta").value, at.slider(key="gamma").value) == (0.5, 1.0, 0.5)
     assert len(at.latex) >= 4  # L_H, L_bns, L_adv, L_inv
@@ -323,10 +327,11 @@ def test_teacher_list_offers_teachers_only_best_first(env, tmp_path, monkeypatch
     monkeypatch.setattr(zoo, "PRETRAINED_DIR", root)
     at = new_app()
     no_exceptions(at)
-    options = at.selectbox(key="teacher").options  # as shown: "name (architecture, accuracy)"
-    assert [o.split()[0] for o in options[:2]] == ["c_teacher", "b_teacher"]
+    options = at.selectbox(key="pair").options  # as shown: "WRN16-1 → WRN16-1 · c_teacher (90.0% test)"
+    teachers = list(dict.fromkeys(o.split(" · ")[1].split()[0] for o in options if "test)" in o))
+    assert teachers == ["c_teacher", "b_teacher"]
     assert not any("a_scratch_student" in o for o in options)
-    assert at.selectbox(key="teacher").value == "c_teacher"
+    assert at.session_state["teacher"] == "c_teacher" and at.selectbox(key="pair").value == "zoo:c_teacher:wrn16_1"
     with pytest.raises(IfheError, match="role"):
         zoo.publish(create_model("wrn16_1", 10), "x", "cifar10", 1.0, 0, "tests", root=root, role="teaching")
 
@@ -386,6 +391,66 @@ def test_a_process_that_draws_the_first_page_and_exits_exits_cleanly(tmp_path, d
     assert "torch imported by the first page: False" in out.stdout
 
 
+def test_pair_picker_both_teacher_families_and_the_papers_pairs(env):
+    """Pairs, not two lists: each shipped teacher with each student (WRN and VGG families), the paper's pairs marked;
+    a paper's pair whose teacher is not shipped says how to get one and cannot start; the VGG pair runs."""
+    at = new_app()
+    no_exceptions(at)
+    picker = at.selectbox(key="pair")
+    labels = picker.options
+    from app import catalog
+    assert len([o for o in labels if f"· {VGG_TEACHER}" in o]) == len(catalog.ARCHITECTURES)
+    assert len([o for o in labels if f"· {TEACHER}" in o]) == len(catalog.ARCHITECTURES)
+    vgg = next(o for o in labels if o.startswith("VGG11 → ResNet18"))
+    assert VGG_TEACHER in vgg and "the paper's pair" in vgg  # VGG11 -> ResNet18 is the paper's fourth pair
+    missing = [o for o in labels if "teacher not shipped" in o]
+    assert {o.split(" · ")[0] for o in missing} == {"WRN40-2 → WRN16-1", "WRN40-2 → WRN40-1", "WRN40-2 → WRN16-2",
+                                                     "ResNet34 → ResNet18"}
+    assert labels[-1].startswith("Upload")
+    # a paper's pair without its teacher: what to do, and no run
+    picker.set_value("paper:wrn40_2:wrn16_1").run()
+    no_exceptions(at)
+    assert "Upload one" in texts(at)
+    assert any("ifhe train-teacher --arch wrn40_2 --dataset cifar10" in c.value for c in at.code)
+    at.button(key="start_synth").click().run()
+    assert "job_id" not in at.session_state and "no WRN40-2 teacher is shipped" in texts(at)
+    # the VGG pair runs (and its student is the pair's)
+    at.selectbox(key="pair").set_value(f"zoo:{VGG_TEACHER}:resnet18").run()
+    assert (at.session_state["teacher"], at.session_state["student"]) == (VGG_TEACHER, "resnet18")
+    small(at, batch=4, iterations=2)
+    at.button(key="start_synth").click().run()
+    no_exceptions(at)
+    job = job_of(at)
+    assert job is not None and (job.cfg.teacher, job.cfg.student) == (VGG_TEACHER, "resnet18")
+    wait_until(lambda: job.snapshot().grid_png is not None, timeout=60, what="a grid from the VGG teacher")
+    jobs.registry().stop_all()
+    # another page and back: the pair stays
+    at.switch_page("views/distill.py").run()
+    assert "VGG11" in texts(at) and "ResNet18" in texts(at)
+    at.switch_page("views/synthesize.py").run()
+    assert at.selectbox(key="pair").value == f"zoo:{VGG_TEACHER}:resnet18"
+
+
+def test_pair_picker_shows_what_was_measured_for_a_pair(env, tmp_path, monkeypatch):
+    run = env / "finished-ifhe"
+    run.mkdir(parents=True)
+    (run / "result.json").write_text(json.dumps({"final": True, "teacher": TEACHER, "student": "wrn16_1",
+                                                 "method": "ifhe", "student_acc": 58.25}))
+    (env / "broken").mkdir()
+    (env / "broken" / "result.json").write_text("{not json")
+    results = tmp_path / "results"
+    monkeypatch.setenv("IFHE_APP_RESULTS", str(results))
+    _fake_sweep(results / "sweep-a", {"cmi": [50.0, 54.0]}, teacher=TEACHER)
+    at = new_app()
+    no_exceptions(at)
+    label = next(o for o in at.selectbox(key="pair").options if o.startswith("WRN16-1 → WRN16-1"))
+    assert "measured: ifhe 58.2%" in label
+    page = texts(at)
+    assert "ifhe 58.2% (run finished-ifhe)" in page and "cmi 52.0% (sweep results/sweep-a, mean of 2 seeds)" in page
+    at.selectbox(key="pair").set_value(f"zoo:{TEACHER}:wrn40_1").run()
+    assert "No finished run of this pair" in texts(at)
+
+
 # ---- uploads and paths -------------------------------------------------------------------------------------
 
 def _weights(arch="wrn16_1", nc=10) -> bytes:
@@ -442,7 +507,7 @@ def test_upload_checks(env, tmp_path):
 def test_upload_through_the_page(env):
     import io
     at = new_app()
-    at.selectbox(key="teacher").set_value("upload").run()
+    at.selectbox(key="pair").set_value("upload").run()
     buf = io.BytesIO()
     torch.save({"w": torch.zeros(2)}, buf)
     at.file_uploader(key="upload_file").set_value(("evil.safetensors", buf.getvalue(), "application/octet-stream"))
@@ -457,7 +522,7 @@ def test_upload_through_the_page(env):
     assert any("Teacher accepted" in s.value for s in at.success)
     at.switch_page("views/distill.py").run()
     at.switch_page("views/synthesize.py").run()  # the accepted upload survives a page switch
-    assert at.selectbox(key="teacher").value == "upload"
+    assert at.selectbox(key="pair").value == "upload"
     assert any("Teacher accepted" in s.value for s in at.success)
     small(at, rounds=1)
     at.button(key="start_synth").click().run()
@@ -706,12 +771,13 @@ def test_compare_page(env, tmp_path, monkeypatch):
     assert pts["WRN16-1/WRN16-1"] == [(0.0, 55.0), (0.5, 58.0)]
 
 
-def _fake_sweep(folder: Path, accs: dict[str, list[float]], legacy: bool = False) -> list[dict]:
+def _fake_sweep(folder: Path, accs: dict[str, list[float]], legacy: bool = False,
+                teacher: str = "cifar10_wrn16_2") -> list[dict]:
     """A sweep folder as `ifhe reproduce` leaves it (results.json), for variants x seeds, without running."""
     from ifhe.reproduce import _plain, analyze
-    pair = "cifar10_wrn16_2-wrn16_1"
+    pair = f"{teacher}-wrn16_1"
     cal = {"step_s": 0.8, "wall_s": 0.8, "threads": 1, "clock": "cpu per thread"}
-    cells = [{"cell": {"teacher": "cifar10_wrn16_2", "student": "wrn16_1", "variant": v, "seed": i},
+    cells = [{"cell": {"teacher": teacher, "student": "wrn16_1", "variant": v, "seed": i},
               "id": f"{pair}/{v}/seed{i}", "pair": pair, "variant": v, "seed": i, "student_acc": a,
               "head_acc": 80.0, "rounds": 10, "kd_steps": 500, "bank_size": 640, "elapsed_s": 600.0,
               "config": {"threads": 1, "budget_minutes": 10.0}, "final_test_images": 10000,

@@ -15,8 +15,7 @@ has_data, data_msg = W.data_status(ss["dataset"])
 
 left, right = st.columns([1, 2], gap="large")
 with left:
-    st.markdown(f"**Teacher** {ss.get('teacher_summary') if ss.get('teacher') == 'upload' else ss.get('teacher')} → "
-                f"**student** {ss['student']} · **method** {W.METHOD_LABELS[ss['method']]} "
+    st.markdown(f"{common.pair_text()} · **method** {W.METHOD_LABELS[ss['method']]} "
                 f"({W.weights_text(ss)}, batch {ss['batch']}, "
                 f"{ss['iterations']} iterations a round)")
     st.caption("Teacher, student, method and loss weights are set on the Synthesize page.")

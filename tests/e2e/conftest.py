@@ -27,9 +27,10 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """The app on a free port with a tiny random teacher as the only shipped one; two job slots."""
+    """The app on a free port with two tiny random teachers (WRN-16-1, VGG11-BN) as the shipped ones; one job slot."""
     root = tmp_path_factory.mktemp("e2e")
     publish_test_teacher(root / "pretrained")
+    publish_test_teacher(root / "pretrained", "tiny_vgg11_bn", "vgg11_bn", accuracy=9.0)  # the other family
     env = {"IFHE_PRETRAINED": str(root / "pretrained"), "IFHE_APP_RUNS": str(root / "runs"),
            "IFHE_APP_MAX_JOBS": "1", "IFHE_APP_THREADS": "1"}  # the default on 2 cores: one core stays free
     with Server(env, log=root / "server.log") as s:

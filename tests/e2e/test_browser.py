@@ -56,6 +56,29 @@ def test_synthesize_grid_stop_reload_feature_page(server, browser):
     page.context.close()
 
 
+def test_choose_the_vgg_pair_and_run_it(server, browser):
+    """The pair picker in the browser: the VGG11 -> ResNet18 pair (the paper's, here with a tiny VGG teacher)."""
+    page = open_app(browser, server)
+    box = main(page).get_by_role("combobox", name="Teacher → student")
+    expect(box).to_have_value(re.compile(r"^WRN16-1 → WRN16-1 · tiny_wrn16_1"))
+    box.click()
+    box.fill("VGG11 → ResNet18")
+    page.get_by_role("option", name=re.compile(r"^VGG11 → ResNet18 · tiny_vgg11_bn .*the paper's pair")).click()
+    expect(box).to_have_value(re.compile(r"^VGG11 → ResNet18"))
+    main(page).get_by_text("No finished run of this pair").wait_for(timeout=10_000)
+    button(page, "Start").click()
+    page.locator(GRID).first.wait_for(timeout=60_000)
+    assert re.search(r"[?&]job=", page.url)
+    button(page, "Stop").click()
+    page.get_by_text(re.compile(r"stopped · ")).wait_for(timeout=30_000)
+    run = max((server.root / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
+    import yaml
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert (cfg["teacher"], cfg["student"]) == ("tiny_vgg11_bn", "resnet18")
+    expect(page.get_by_test_id("stException")).to_have_count(0)
+    page.context.close()
+
+
 def test_four_sessions_keep_the_limit(server, browser):
     pages = [open_app(browser, server) for _ in range(4)]
     for p in pages:  # as close to "at once" as one driver gets
