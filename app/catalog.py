@@ -193,7 +193,7 @@ def _run_figures(runs_dir: Path) -> dict[tuple[str, str], list[Figure]]:
 
 def _sweep_figures(roots) -> dict[tuple[str, str], list[Figure]]:
     """From the results.json of `ifhe reproduce` sweeps: each variant's mean over its seeds."""
-    from .compare_view import find_sweeps
+    from .compare_data import find_sweeps
     out: dict[tuple[str, str], list[Figure]] = {}
     for label, path in find_sweeps(roots):
         data = _read_json(path)

@@ -9,9 +9,9 @@ import streamlit as st
 
 from ifhe.config import METHODS, PRECISIONS
 from ifhe.errors import IfheError
+from ifhe.methods import METHOD_LABELS
 
-from . import catalog
-from . import widgets as W
+from . import catalog, figures, files, forms
 from .jobs import JobLimitError, registry
 
 # Live views poll the job's snapshot in fragments. Each rerun costs the browser tens of milliseconds of layout on
@@ -26,7 +26,7 @@ FORM_DEFAULTS = {
     "precision": "fp32",
     "run_name": "", "eval_every": 50, "eval_images": 1000, "budget": 0.0,
 }
-FORM_KEYS = tuple(FORM_DEFAULTS) + tuple(W.form_defaults("ifhe"))
+FORM_KEYS = tuple(FORM_DEFAULTS) + tuple(forms.form_defaults("ifhe"))
 
 
 def init_session() -> None:
@@ -35,7 +35,7 @@ def init_session() -> None:
     for k, v in FORM_DEFAULTS.items():
         if k not in ss:
             ss[k] = v
-    for k, v in W.form_defaults(ss["method"]).items():
+    for k, v in forms.form_defaults(ss["method"]).items():
         if k not in ss:
             ss[k] = v
     if ss.get("teacher") is None:
@@ -114,7 +114,7 @@ def show_flash() -> None:
 # ---- callbacks (run before the script, so the page draws the new state) ------------------------------------
 
 def on_method_change() -> None:
-    st.session_state.update(W.form_defaults(st.session_state["method"]))
+    st.session_state.update(forms.form_defaults(st.session_state["method"]))
 
 
 def on_weight_change() -> None:
@@ -134,8 +134,8 @@ def start(kind: str) -> None:
     if kind == "distill":
         values["rounds"] = ss["distill_rounds"]
     try:
-        cfg = W.build_config(values, kind)
-        name = W.check_run_name(ss["run_name"]) if ss.get("run_name") else None
+        cfg = forms.build_config(values, kind)
+        name = files.check_run_name(ss["run_name"]) if ss.get("run_name") else None
         job = registry().submit(cfg, kind=kind, run_name=name)
     except JobLimitError as e:
         flash("warning", str(e))
@@ -177,7 +177,7 @@ def reset() -> None:
     if job is not None and job.snapshot().active:
         job.stop()
     detach()
-    st.session_state.update(W.form_defaults(st.session_state["method"]))
+    st.session_state.update(forms.form_defaults(st.session_state["method"]))
     st.session_state["run_name"] = ""
 
 
@@ -223,7 +223,7 @@ def _measured(runs_dir: str, results_dir: str) -> dict:
 
 
 def measured_figures() -> dict:
-    from .compare_view import results_dir
+    from .compare_data import results_dir
     return _measured(str(registry().base_dir), str(results_dir()))
 
 
@@ -293,7 +293,7 @@ def teacher_picker() -> None:
 def _upload_teacher() -> None:
     ss = st.session_state
     st.selectbox("Architecture of the upload", ("(from file)",) + catalog.ARCHITECTURES, key="upload_arch")
-    limit = W.upload_limit_mb()
+    limit = files.upload_limit_mb()
     up = st.file_uploader(f"Teacher weights (.safetensors only, at most {limit} MB)", type=["safetensors"],
                           key="upload_file", max_upload_size=limit)
     if up is None:  # keep an accepted upload across page switches (the uploader itself forgets the file)
@@ -304,7 +304,7 @@ def _upload_teacher() -> None:
             ss["_upload_seen"] = seen
             arch = None if ss["upload_arch"] == "(from file)" else ss["upload_arch"]
             try:
-                path, summary = W.validate_upload(up.name, up.getvalue(), arch, ss["dataset"],
+                path, summary = files.validate_upload(up.name, up.getvalue(), arch, ss["dataset"],
                                                   registry().base_dir / "uploads")
                 ss["teacher_path"], ss["teacher_summary"] = str(path), summary
                 ss.pop("upload_error", None)
@@ -318,13 +318,13 @@ def _upload_teacher() -> None:
 
 
 def method_picker() -> None:
-    st.selectbox("Method preset", METHODS, key="method", format_func=lambda m: W.METHOD_LABELS[m],
+    st.selectbox("Method preset", METHODS, key="method", format_func=lambda m: METHOD_LABELS[m],
                  on_change=on_method_change,
                  help="each preset sets the parametrization and the weights of its loss terms (CPU scale)")
 
 
 def _term_slider(term, adv_kind: str) -> None:
-    formula, explain = W.term_text(term.weight, adv_kind)
+    formula, explain = figures.term_text(term.weight, adv_kind)
     st.slider(term.label, 0.0, term.slider_max, step=term.slider_max / 100, key=term.weight,
               on_change=on_weight_change, format="%.4g")
     st.latex(formula)
@@ -340,7 +340,7 @@ def weight_sliders() -> None:
     for term in TERMS:
         if term.primary:
             _term_slider(term, synth.adv_kind)
-    st.latex(W.LATEX["inv"])
+    st.latex(figures.LATEX["inv"])
     others = [t for t in TERMS if not t.primary and getattr(synth, t.weight) > 0]
     if others:
         with st.expander(f"Other terms of this preset ({', '.join(t.label for t in others)})"):

@@ -459,7 +459,7 @@ class Job:
 
     def _grid(self, run, images, labels, probs=None) -> bytes:
         import torch
-        from .widgets import compose_grid, spread_indices
+        from .grids import compose_grid, spread_indices
         idx = spread_indices(len(images), GRID_MAX_IMAGES)
         images, labels = images[idx], labels[idx]
         if probs is None:  # the engine did not hand over the teacher's view of the batch: one more pass
@@ -475,7 +475,7 @@ class Job:
         return compose_grid(images, labels, conf, pred, self._snap.classes)
 
     def _bank_picture(self, run) -> bytes:
-        from .widgets import compose_bank_by_class
+        from .grids import compose_bank_by_class
         return compose_bank_by_class(run.bank.images, run.bank.labels, self._snap.classes)
 
     def _write_status(self) -> None:
@@ -524,7 +524,7 @@ class JobRegistry:
     def submit(self, cfg, kind: str = "synth", run_name: str | None = None, evaluate: bool = True,
                teacher=None) -> Job:
         """Start a run in a background thread; raises JobLimitError when every slot is busy."""
-        from .widgets import new_run_name, safe_path
+        from .files import new_run_name, safe_path
         self.base_dir.mkdir(parents=True, exist_ok=True)
         with self._lock:
             if self._closing:
@@ -561,7 +561,7 @@ class JobRegistry:
         key = (dataset, cfg.data, os.environ.get("IFHE_DATA"), cfg.eval_images)
         with self._test_lock:
             if key not in self._test_sets:
-                from .widgets import data_status
+                from .files import data_status
                 ok, msg = data_status(dataset) if not cfg.data else (True, "")
                 # checking first avoids importing torchvision just to learn that nothing is there
                 self._test_sets[key] = load_test_set(dataset, cfg.data, cfg.eval_images) if ok else (None, msg)
@@ -641,7 +641,8 @@ def warm_up(stop: threading.Event | None = None) -> None:
         import ifhe.experiment  # noqa: F401
         import plotly.graph_objects  # noqa: F401  (the pages' charts; slow to import the first time)
         from .catalog import default_teacher
-        from .widgets import DEFAULT_BATCH, compose_grid
+        from .forms import DEFAULT_BATCH
+        from .grids import compose_grid
         if stop.is_set():
             return
         default_threads = torch.get_num_threads()

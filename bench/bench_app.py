@@ -95,7 +95,7 @@ def windows(points: list[tuple[float, int, float | None]], per_round: int, n: in
 def inproc(mode: str, n_windows: int, threads: int, env_root: str) -> None:
     import torch
     torch.set_num_threads(threads)
-    from app.widgets import build_config, form_defaults
+    from app.forms import build_config, form_defaults
     cfg = build_config(dict(form_defaults("ifhe"), method="ifhe", teacher=TEACHER, student="wrn16_1", seed=0), "synth")
     per_round = cfg.synth.iterations
     need = per_round * (3 + 2 * (n_windows - 1)) + 1
@@ -210,7 +210,7 @@ def main() -> None:
         publish_test_teacher(tmp / "pretrained", TEACHER, "wrn16_2")
         env["IFHE_PRETRAINED"] = str(tmp / "pretrained")
         teacher = f"random WRN-16-2 ({TEACHER} not published; same cost)"
-    from app.widgets import form_defaults
+    from app.forms import form_defaults
     per_round = form_defaults("ifhe")["iterations"]
     print(f"{machine()}; teacher {teacher}; IFHE synthesis, batch {form_defaults('ifhe')['batch']}, "
           f"{per_round} iterations a round; {threads} torch thread(s) per job")

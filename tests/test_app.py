@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 import ifhe.zoo as zoo  # noqa: E402
-from app import jobs, widgets  # noqa: E402
+from app import files, forms, jobs  # noqa: E402
 from ifhe.errors import IfheError  # noqa: E402
 
 APP = str(ROOT / "app" / "streamlit_app.py")
@@ -230,7 +230,7 @@ def test_job_limit_is_told_not_crashed(env):
 
 def test_registry_limit_under_concurrent_starts(env, tmp_path):
     reg = jobs.JobRegistry(tmp_path / "conc", max_jobs=2, threads=1)
-    cfg = widgets.build_config(dict(widgets.form_defaults("ifhe"), method="ifhe", teacher=TEACHER, student="wrn16_1",
+    cfg = forms.build_config(dict(forms.form_defaults("ifhe"), method="ifhe", teacher=TEACHER, student="wrn16_1",
                                     rounds=100, seed=0, batch=8, iterations=3), "synth")
     results, barrier = [], threading.Barrier(4)
 
@@ -258,7 +258,7 @@ def test_registry_limit_under_concurrent_starts(env, tmp_path):
 
 
 def test_run_failure_is_reported_not_raised(env):
-    cfg = widgets.build_config(dict(widgets.form_defaults("ifhe"), method="ifhe", teacher="no-such-teacher",
+    cfg = forms.build_config(dict(forms.form_defaults("ifhe"), method="ifhe", teacher="no-such-teacher",
                                     student="wrn16_1", rounds=2, seed=0, batch=8, iterations=3), "synth")
     job = jobs.registry().submit(cfg)
     assert job.wait(30)
@@ -271,7 +271,7 @@ def test_run_failure_is_reported_not_raised(env):
 def test_grid_is_composed_only_when_a_page_drew_the_last_one(env):
     """Nobody watching: the first grid and no other (the job thread spends nothing on pictures); a page that drew
     version v gets v + 1 at the next step, not before."""
-    cfg = widgets.build_config(dict(widgets.form_defaults("ifhe"), method="ifhe", teacher=TEACHER, student="wrn16_1",
+    cfg = forms.build_config(dict(forms.form_defaults("ifhe"), method="ifhe", teacher=TEACHER, student="wrn16_1",
                                     rounds=100, seed=0, batch=8, iterations=50), "synth")
     job = jobs.registry().submit(cfg)
     wait_until(lambda: job.snapshot().grid_version == 1, what="first grid")
@@ -454,8 +454,6 @@ def test_pair_picker_shows_what_was_measured_for_a_pair(env, tmp_path, monkeypat
 # ---- uploads and paths -------------------------------------------------------------------------------------
 
 def _weights(arch="wrn16_1", nc=10) -> bytes:
-    import io
-
     from safetensors.torch import save
     from ifhe.models import create_model
     return save({k: v.contiguous() for k, v in create_model(arch, nc).state_dict().items()})
@@ -478,26 +476,26 @@ def test_upload_checks(env, tmp_path):
     buf = io.BytesIO()
     torch.save({"w": torch.zeros(2)}, buf)
     with pytest.raises(IfheError, match="pickle"):
-        widgets.validate_upload("model.safetensors", buf.getvalue(), "wrn16_1", "cifar10", dest)
+        files.validate_upload("model.safetensors", buf.getvalue(), "wrn16_1", "cifar10", dest)
     trap = tmp_path / "unpickled.txt"
     with pytest.raises(IfheError, match="not unpickled"):
-        widgets.validate_upload("model.safetensors", pickle.dumps(_Trap(str(trap))), "wrn16_1", "cifar10", dest)
+        files.validate_upload("model.safetensors", pickle.dumps(_Trap(str(trap))), "wrn16_1", "cifar10", dest)
     assert not trap.exists()
     with pytest.raises(IfheError, match="pickle"):
-        widgets.validate_upload("model.pt", b"\x80\x04\x95" + b"\x00" * 20, "wrn16_1", "cifar10", dest)
+        files.validate_upload("model.pt", b"\x80\x04\x95" + b"\x00" * 20, "wrn16_1", "cifar10", dest)
     with pytest.raises(IfheError, match="only .safetensors"):
-        widgets.validate_upload("model.bin", _weights(), "wrn16_1", "cifar10", dest)
+        files.validate_upload("model.bin", _weights(), "wrn16_1", "cifar10", dest)
     with pytest.raises(IfheError, match="upload limit"):
-        widgets.validate_upload("big.safetensors", b"{" * (2 * 2 ** 20), "wrn16_1", "cifar10", dest, limit_mb=1)
+        files.validate_upload("big.safetensors", b"{" * (2 * 2 ** 20), "wrn16_1", "cifar10", dest, limit_mb=1)
     with pytest.raises(IfheError, match="corrupt|truncated"):
-        widgets.validate_upload("bad.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage", None, "cifar10", dest)
+        files.validate_upload("bad.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage", None, "cifar10", dest)
     with pytest.raises(IfheError, match="classes"):
-        widgets.validate_upload("c100.safetensors", _weights("wrn16_1", 100), "wrn16_1", "cifar10", dest)
+        files.validate_upload("c100.safetensors", _weights("wrn16_1", 100), "wrn16_1", "cifar10", dest)
     with pytest.raises(IfheError, match="does not fit|shape"):
-        widgets.validate_upload("arch.safetensors", _weights("wrn16_1"), "wrn16_2", "cifar10", dest)
+        files.validate_upload("arch.safetensors", _weights("wrn16_1"), "wrn16_2", "cifar10", dest)
     with pytest.raises(IfheError, match="architecture"):  # no arch given and none recorded in the file
-        widgets.validate_upload("plain.safetensors", _weights("wrn16_1"), None, "cifar10", dest)
-    path, summary = widgets.validate_upload("ok.safetensors", _weights("wrn16_1"), "wrn16_1", "cifar10", dest)
+        files.validate_upload("plain.safetensors", _weights("wrn16_1"), None, "cifar10", dest)
+    path, summary = files.validate_upload("ok.safetensors", _weights("wrn16_1"), "wrn16_1", "cifar10", dest)
     assert path.parent == dest and path.name.startswith("teacher-") and "wrn16_1" in summary
     assert not list(dest.glob(".upload-*"))  # no temporary leftovers
     from ifhe.checkpoint import read_meta
@@ -533,18 +531,18 @@ def test_upload_through_the_page(env):
 def test_safe_paths(env, tmp_path):
     base = tmp_path / "base"
     (base / "ok").mkdir(parents=True)
-    assert widgets.safe_path(base, "ok/bank") == (base / "ok" / "bank").resolve()
+    assert files.safe_path(base, "ok/bank") == (base / "ok" / "bank").resolve()
     for bad in ("../x", "ok/../../x", "/etc", "~/x", ""):
         with pytest.raises(IfheError):
-            widgets.safe_path(base, bad)
+            files.safe_path(base, bad)
     outside = tmp_path / "outside"
     outside.mkdir()
     (base / "link").symlink_to(outside)
     with pytest.raises(IfheError, match="outside"):
-        widgets.safe_path(base, "link/bank")
+        files.safe_path(base, "link/bank")
     for bad in ("../escape", "a/b", "", ".hidden", "x" * 81):
         with pytest.raises(IfheError):
-            widgets.check_run_name(bad)
+            files.check_run_name(bad)
     # through the page: a run name that tries to leave the runs folder is refused
     at = small(new_app())
     at.text_input(key="run_name").set_value("../escape").run()
@@ -765,7 +763,7 @@ def test_compare_page(env, tmp_path, monkeypatch):
     assert paper.loc["IFHE", "WRN40-2/WRN16-1"] == 91.80
     ours = next(f for f in frames if "WRN16-1/WRN16-1" in f.columns)
     assert ours.loc["IFHE", "WRN16-1/WRN16-1"] == 58.0 and ours.loc["CMI", "WRN16-1/WRN16-1"] == 56.0
-    from app.compare_view import alpha_points
+    from app.compare_data import alpha_points
     from app.runs import list_runs
     pts = alpha_points(list_runs(env))
     assert pts["WRN16-1/WRN16-1"] == [(0.0, 55.0), (0.5, 58.0)]

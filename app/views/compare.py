@@ -4,8 +4,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from ifhe import paper
-from app import widgets as W
-from app.compare_view import (BANDS, alpha_points, bands_figure, find_sweeps, machine_text, means_figure,
+from app import figures
+from app.compare_data import (BANDS, alpha_points, bands_figure, find_sweeps, machine_text, means_figure,
                                measured_table, paired_frame, read_sweep_results, results_dir, runs_frame,
                                variants_frame)
 from app.jobs import registry
@@ -103,7 +103,7 @@ with tab_runs:
 with tab_alpha:
     st.markdown("IFHE's α weighs L_H. The paper sweeps it on WRN40-2 → WRN16-1; below, our IFHE runs "
                 "(any teacher/student pair) by α, next to the paper's curve.")
-    st.latex(W.LATEX["inv"])
+    st.latex(figures.LATEX["inv"])
     pts = alpha_points(runs)
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=list(paper.ALPHAS), y=list(paper.ALPHA_ABLATION["cifar10"]), mode="lines+markers",

@@ -4,19 +4,20 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import common
-from app import widgets as W
+from ifhe.methods import METHOD_LABELS
+
+from app import common, figures, files, grids
 
 st.title("Distill")
 st.caption("Each round synthesizes a batch into the image bank, then the student (and IFHE's head h) learn "
            "from the teacher on images drawn from the whole bank.")
 ss = st.session_state
-has_data, data_msg = W.data_status(ss["dataset"])
+has_data, data_msg = files.data_status(ss["dataset"])
 
 left, right = st.columns([1, 2], gap="large")
 with left:
-    st.markdown(f"{common.pair_text()} · **method** {W.METHOD_LABELS[ss['method']]} "
-                f"({W.weights_text(ss)}, batch {ss['batch']}, "
+    st.markdown(f"{common.pair_text()} · **method** {METHOD_LABELS[ss['method']]} "
+                f"({figures.weights_text(ss)}, batch {ss['batch']}, "
                 f"{ss['iterations']} iterations a round)")
     st.caption("Teacher, student, method and loss weights are set on the Synthesize page.")
     c1, c2 = st.columns(2)
@@ -30,8 +31,8 @@ with left:
                     disabled=not has_data)
     c2.number_input("Test images per evaluation", min_value=100, max_value=10000, step=100, key="eval_images",
                     disabled=not has_data)
-    st.latex(W.LATEX["kd_s"])
-    st.latex(W.LATEX["kd_h"])
+    st.latex(figures.LATEX["kd_s"])
+    st.latex(figures.LATEX["kd_h"])
     st.caption("The student learns the teacher's softened outputs; h learns them from the teacher's intermediate "
                "features, which is what makes L_H meaningful during synthesis.")
 
@@ -66,25 +67,25 @@ with right:
             with a:
                 st.markdown("**Accuracy on the real test set**")
                 if s.accuracy:
-                    st.plotly_chart(W.accuracy_figure(s.accuracy), key="acc", config={"displayModeBar": False})
+                    st.plotly_chart(figures.accuracy_figure(s.accuracy), key="acc", config={"displayModeBar": False})
                 elif not has_data:
                     st.caption("No real test data configured: nothing to evaluate on (see the note above).")
                 else:
                     st.caption("The first evaluation comes after the first evaluation interval.")
                 st.markdown(f"**KD losses** · {s.images_per_s:.0f} images/s · lr {s.lr:.4f}")
-                st.plotly_chart(W.loss_figure(s.kd_losses, "kd_steps", height=240), key="kd",
+                st.plotly_chart(figures.loss_figure(s.kd_losses, "kd_steps", height=240), key="kd",
                                 config={"displayModeBar": False})
             with b:
                 st.markdown("**Bank samples by class**")
                 if s.bank_png is not None:
-                    st.image(W.png_url(s.bank_png))
-                    st.plotly_chart(W.class_count_figure(s.class_counts, s.classes, height=200), key="counts",
+                    st.image(grids.png_url(s.bank_png))
+                    st.plotly_chart(figures.class_count_figure(s.class_counts, s.classes, height=200), key="counts",
                                     config={"displayModeBar": False})
                 else:
                     st.caption("The bank fills at the end of the first synthesis round.")
                 if s.grid_png is not None:
                     with st.expander("Current synthesis batch"):
-                        st.image(W.png_url(s.grid_png), caption=s.grid_caption)
+                        st.image(grids.png_url(s.grid_png), caption=s.grid_caption)
 
         common.live(render, job.id, snap.active, key="distill_live")
         common.live(charts, job.id, snap.active, key="distill_charts", every=common.CHART_REFRESH_S,

@@ -3,8 +3,7 @@ import time
 
 import streamlit as st
 
-from app import common
-from app import widgets as W
+from app import common, figures, grids
 
 st.title("Synthesize")
 st.caption("Model inversion: images are optimized until the frozen teacher recognises their target class, "
@@ -37,8 +36,8 @@ with right:
             c[3].metric("Bank (images)", s.bank_size)
             grid = st.container(key="grid")
             if s.grid_png is not None:
-                cap = f"{s.grid_caption} · {W.weights_text(s.weights)}"
-                grid.image(W.png_url(s.grid_png), caption=cap)
+                cap = f"{s.grid_caption} · {figures.weights_text(s.weights)}"
+                grid.image(grids.png_url(s.grid_png), caption=cap)
             elif s.active:
                 grid.info("Starting: loading the teacher and building the synthesizer…")
             if s.weights.get("alpha", 0) > 0:
@@ -51,7 +50,7 @@ with right:
                        help="tick counts the run's events; 'refreshed' is when this view was last redrawn")
 
         def chart(s):
-            st.plotly_chart(W.loss_figure(s.synth_losses, "step", "loss terms over synthesis steps"),
+            st.plotly_chart(figures.loss_figure(s.synth_losses, "step", "loss terms over synthesis steps"),
                             key="synth_losses", config={"displayModeBar": False})
 
         # the grid refreshes twice a second; the chart, heavier to draw, every two seconds

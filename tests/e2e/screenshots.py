@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from app.serve import CHROMIUM, CHROMIUM_ARGS, Server  # noqa: E402
+from app.serve import CHROMIUM, CHROMIUM_ARGS, GRID, Server, button, main_block  # noqa: E402
 
 OUT = ROOT / "docs" / "screenshots"
 
@@ -85,14 +85,14 @@ def main() -> None:
     with Server(env, log=tmp / "server.log") as server, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_context(viewport={"width": 1500, "height": 1100}).new_page()
-        main = page.get_by_test_id("stMainBlockContainer")
+        main = main_block(page)
 
         def btn(name):
-            return main.get_by_role("button", name=name, exact=True)
+            return button(page, name)
 
         page.goto(server.url)
         btn("Start").click()
-        page.locator(".st-key-grid img").first.wait_for(timeout=60_000)
+        page.locator(GRID).first.wait_for(timeout=60_000)
         page.wait_for_timeout(12_000)
         page.screenshot(path=str(out / "synthesize.png"), full_page=True)
         btn("Reset").click()

@@ -1,24 +1,14 @@
-"""Tables and figures for the Compare page: from run folders (pure functions of RunInfo lists), and from the
-results.json of `ifhe reproduce` sweeps (intervals over seeds, paired differences, curves with bands)."""
+"""The Compare page's data: tables (pandas) and figures (plotly) from run folders (pure functions of RunInfo
+lists), and from the results.json of `ifhe reproduce` sweeps (intervals over seeds, paired differences, curves with
+bands)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 from ifhe import paper
+from .catalog import arch_label
 from .runs import RunInfo, arch_of_teacher
-
-
-def arch_label(arch: str | None) -> str:
-    if not arch:
-        return "?"
-    a = arch.replace("_bn", "")
-    if a.startswith("wrn"):
-        depth, width = a[3:].split("_")
-        return f"WRN{depth}-{width}"
-    if a.startswith("resnet"):
-        return f"ResNet{a[6:]}"
-    return a.upper()
 
 
 def runs_frame(runs: list[RunInfo]):
