@@ -11,7 +11,7 @@ from ifhe.config import METHODS, PRECISIONS
 from ifhe.errors import IfheError
 from ifhe.methods import METHOD_LABELS
 
-from . import catalog, figures, files, forms
+from . import catalog, figures, files, forms, grids
 from .jobs import JobLimitError, registry
 
 # Live views poll the job's snapshot in fragments. Each rerun costs the browser tens of milliseconds of layout on
@@ -411,6 +411,21 @@ def live(render, job_id: str, active: bool, key: str, every: float = REFRESH_S, 
             st.rerun(scope="app")
 
     st.fragment(run_every=every if active else None, key=key)(body)()
+
+
+def loss_chart(snap, history: list, x: str, title: str, key: str, height: int = 200) -> None:
+    """One small chart per loss term: a cheap image while the run goes on (redrawn every CHART_REFRESH_S), the
+    interactive Plotly chart once it has ended."""
+    if snap.active:
+        png = figures.loss_strip(history, x)
+        if png is not None:
+            st.image(grids.png_url(png), caption=(f"{title} " if title else "") +
+                     "(the interactive chart appears when the run ends)")
+        else:
+            st.caption("The loss terms appear with the first logged step.")
+    else:
+        st.plotly_chart(figures.loss_figure(history, x, title, height=height), key=key,
+                        config={"displayModeBar": False})
 
 
 def wait_for(predicate, timeout: float = 3.0) -> bool:

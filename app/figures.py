@@ -33,6 +33,52 @@ def loss_figure(history: list[dict], x: str = "step", title: str = "", height: i
     return fig
 
 
+_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+
+
+def loss_strip(history: list[dict], x: str = "step", panel_w: int = 260, panel_h: int = 120, cols: int = 4,
+               max_points: int = 400) -> bytes | None:
+    """The live version of `loss_figure`: one small panel per loss term as a PNG, drawn in a few milliseconds.
+    A Plotly chart redrawn every two seconds cost the browser more than the image grid twice a second (headless
+    Chromium: 10-15% of a core against 1%); the pages show the interactive chart once the run has ended."""
+    from PIL import Image, ImageDraw
+
+    from .grids import font, png_bytes
+    terms = [k for k in history[-1] if k not in ("step", "round", "kd_steps")] if history else []
+    if not terms:
+        return None
+    step = max(1, len(history) // max_points)
+    shown = history[::step]
+    if shown[-1] is not history[-1]:
+        shown.append(history[-1])
+    cols = min(cols, len(terms))
+    rows = (len(terms) + cols - 1) // cols
+    canvas = Image.new("RGB", (cols * panel_w, rows * panel_h), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    small, label = font(11), font(13)
+    xs = [h[x] for h in shown]
+    x0, x1 = xs[0], xs[-1] if xs[-1] != xs[0] else xs[0] + 1
+    for i, t in enumerate(terms):
+        left, top = (i % cols) * panel_w, (i // cols) * panel_h
+        box = (left + 8, top + 22, left + panel_w - 8, top + panel_h - 18)  # the plot area
+        draw.rectangle(box, outline=(220, 220, 220))
+        ys = [h.get(t) for h in shown]
+        pts = [(a, b) for a, b in zip(xs, ys) if isinstance(b, (int, float)) and b == b and abs(b) != float("inf")]
+        last = ys[-1] if isinstance(ys[-1], (int, float)) else float("nan")
+        draw.text((left + 8, top + 4), f"{t}  {last:.4g}", fill=(20, 20, 20), font=label)
+        if pts:
+            lo, hi = min(b for _, b in pts), max(b for _, b in pts)
+            span = hi - lo or abs(hi) or 1.0
+            line = [(box[0] + (a - x0) / (x1 - x0) * (box[2] - box[0]),
+                     box[3] - (b - lo) / span * (box[3] - box[1])) for a, b in pts]
+            draw.line(line if len(line) > 1 else line * 2, fill=_COLOURS[i % len(_COLOURS)], width=2)
+            draw.text((box[0] + 3, box[1] + 2), f"{hi:.3g}", fill=(120, 120, 120), font=small)
+            draw.text((box[0] + 3, box[3] - 14), f"{lo:.3g}", fill=(120, 120, 120), font=small)
+        draw.text((left + 8, top + panel_h - 15), f"{x.replace('_', ' ')} {x0:g}–{xs[-1]:g}", fill=(120, 120, 120),
+                  font=small)
+    return png_bytes(canvas)
+
+
 def accuracy_figure(points: list[dict], x: str = "kd_steps", height: int = 300, series: dict | None = None):
     """Student and h accuracy (%) on the real test set over KD steps; `series` adds other runs' curves."""
     import plotly.graph_objects as go

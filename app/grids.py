@@ -13,7 +13,7 @@ def spread_indices(n: int, k: int) -> list[int]:
     return [int(i * n / k) for i in range(k)]
 
 
-def _font(size: int):
+def font(size: int):
     from PIL import ImageFont
     try:
         return ImageFont.load_default(size=size)
@@ -21,7 +21,7 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def _png(img) -> bytes:
+def png_bytes(img) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG", compress_level=1)  # fast: the grid is redrawn several times a second
     return buf.getvalue()
@@ -50,7 +50,7 @@ def compose_grid(images, labels, conf=None, pred=None, classes: tuple = (), scal
     pad = 2
     canvas = Image.new("RGB", (cols * (w + pad) + pad, rows * (h + cap + pad) + pad), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    font = _font(11)
+    face = font(11)
     for i in range(n):
         r, c = divmod(i, cols)
         x0, y0 = pad + c * (w + pad), pad + r * (h + cap + pad)
@@ -60,8 +60,8 @@ def compose_grid(images, labels, conf=None, pred=None, classes: tuple = (), scal
         name = classes[label] if label < len(classes) else str(label)
         text = name if conf is None else f"{name} {float(conf[i]):.2f}"
         wrong = pred is not None and int(pred[i]) != label
-        draw.text((x0 + 1, y0 + h + 1), text[:16], fill=(200, 30, 30) if wrong else (20, 20, 20), font=font)
-    return _png(canvas)
+        draw.text((x0 + 1, y0 + h + 1), text[:16], fill=(200, 30, 30) if wrong else (20, 20, 20), font=face)
+    return png_bytes(canvas)
 
 
 def compose_bank_by_class(images, labels, classes: tuple = (), per_class: int = 6, scale: int = 2,
@@ -76,16 +76,16 @@ def compose_bank_by_class(images, labels, classes: tuple = (), per_class: int = 
     rows = max(1, len(present))
     canvas = Image.new("RGB", (left + per_class * (w + pad) + pad, rows * (h + pad) + pad), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    font = _font(20)  # the picture is shown shrunk to a column's width
+    face = font(20)  # the picture is shown shrunk to a column's width
     for r, cls in enumerate(present):
         idx = (labels == cls).nonzero().flatten()[-per_class:]
         y0 = pad + r * (h + pad)
         name = classes[cls] if cls < len(classes) else str(cls)
-        draw.text((4, y0 + h // 2 - 11), f"{name} ({int((labels == cls).sum())})", fill=(20, 20, 20), font=font)
+        draw.text((4, y0 + h // 2 - 11), f"{name} ({int((labels == cls).sum())})", fill=(20, 20, 20), font=face)
         for c, i in enumerate(idx.tolist()):
             tile = Image.fromarray(_to_hwc(images[i])).resize((w, h), Image.NEAREST)
             canvas.paste(tile, (left + pad + c * (w + pad), y0))
-    return _png(canvas)
+    return png_bytes(canvas)
 
 
 def png_url(png: bytes) -> str:
@@ -98,4 +98,4 @@ def png_url(png: bytes) -> str:
 def thumbnail_png(image, scale: int = 4) -> bytes:
     from PIL import Image
     a = _to_hwc(image)
-    return _png(Image.fromarray(a).resize((a.shape[1] * scale, a.shape[0] * scale), Image.NEAREST))
+    return png_bytes(Image.fromarray(a).resize((a.shape[1] * scale, a.shape[0] * scale), Image.NEAREST))

@@ -391,7 +391,8 @@ class Job:
             if ev.images is not None:
                 self._preview_serial += 1
                 self._preview = (ev.images, ev.labels, getattr(ev, "teacher_probs", None),
-                                 f"round {ev.round}, iteration {ev.iteration}", self._preview_serial)
+                                 f"round {ev.round}, iteration {ev.iteration} (step {s.steps})",
+                                 self._preview_serial)
             wanted = s.grid_png is None or (self._drawn >= s.grid_version
                                             and now - self._last_grid >= GRID_INTERVAL_S)
         if wanted and ev.images is not None:

@@ -13,8 +13,8 @@ asserted).
     * app job, no page: the app's job thread (app/jobs.py) in a subprocess, no server, nobody watching;
     * app in the browser: the real server with Chromium watching the Synthesize page (grid and charts live).
   Each window is two whole rounds after the first (iterations and the h-only steps between rounds), so the
-  rates compare like with like; "in-round" is the engine's own iterations per second within a round, the
-  figure the page shows.
+  rates compare like with like; "in-round" is the rate over the last steps of a round (the figure the page
+  shows), without the h-only steps between rounds.
 - Health endpoint latency while a job runs, server peak memory, and four sessions pressing Start at once.
 
 Uses the shipped cifar10_wrn16_2 teacher when it is published, else a randomly initialised WRN-16-2 (same cost).
@@ -41,18 +41,15 @@ from app.serve import (CHROMIUM, CHROMIUM_ARGS, GRID, Server, button, health, ma
                        open_page, publish_test_teacher)
 
 TEACHER = "cifar10_wrn16_2"
-# records (ms, synthesis steps, iterations/s shown) each time the page's step count changes
+# records (ms, synthesis step of the grid shown, iterations/s shown) each time the grid's caption changes
 WATCH_JS = """() => { window.__steps = []; let last = null;
   window.__poll = setInterval(() => {
-    const cap = [...document.querySelectorAll('[data-testid="stCaptionContainer"]')].map(e => e.innerText)
-                  .find(x => x.includes('synthesis steps')) || null;
-    const m = cap && cap.match(/(\\d+) synthesis steps/);
-    if (!m || m[1] === last) return;
-    last = m[1];
-    const metric = [...document.querySelectorAll('[data-testid="stMetric"]')]
-                     .find(e => e.innerText.includes('Iterations / s'));
-    const v = metric ? parseFloat(metric.querySelector('[data-testid="stMetricValue"]').innerText) : null;
-    window.__steps.push([performance.now(), parseInt(m[1]), v]);
+    const el = document.querySelector('.st-key-grid [data-testid="stImageCaption"]');
+    const cap = el ? el.innerText : null;
+    if (!cap || cap === last) return;
+    last = cap;
+    const m = cap.match(/\\(step (\\d+)\\)/), r = cap.match(/([\\d.]+) it\\/s/);
+    if (m) window.__steps.push([performance.now(), parseInt(m[1]), r ? parseFloat(r[1]) : null]);
   }, 20); }"""
 
 
@@ -66,6 +63,43 @@ def machine() -> str:
     except OSError:
         pass
     return f"{model} ({platform.machine()}), {os.cpu_count()} logical CPUs"
+
+
+class OtherLoad:
+    """CPU used by processes outside this benchmark's own process tree (others' work on a shared machine), in
+    cores, between start() and stop(): the figures of a measure are only comparable when this is about equal."""
+
+    def __init__(self):
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def _busy(self) -> float:
+        f = open("/proc/stat").readline().split()[1:]
+        v = [int(x) for x in f]
+        return (sum(v) - v[3] - v[4]) / self.tick  # all but idle and iowait
+
+    def _ours(self) -> float:
+        procs = {}
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    f = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                procs[int(d)] = (int(f[1]), sum(int(x) for x in f[11:15]))  # ppid; utime stime cutime cstime
+        tree, todo = set(), [os.getpid()]
+        while todo:
+            pid = todo.pop()
+            tree.add(pid)
+            todo += [p for p, (pp, _) in procs.items() if pp == pid and p not in tree]
+        return sum(procs[p][1] for p in tree if p in procs) / self.tick
+
+    def start(self) -> "OtherLoad":
+        self.t0, self.b0, self.o0 = time.perf_counter(), self._busy(), self._ours()
+        return self
+
+    def stop(self) -> float:
+        dt = time.perf_counter() - self.t0
+        return max(0.0, (self._busy() - self.b0) - (self._ours() - self.o0)) / dt
 
 
 def app_threads() -> int:
@@ -103,12 +137,17 @@ def inproc(mode: str, n_windows: int, threads: int, env_root: str) -> None:
     points = []
     if mode == "engine":
         from ifhe.experiment import Run
+        from app.jobs import RATE_WINDOW
         run = Run(cfg, out)
         steps = 0
         for ev in run.events():
             if ev.kind == "synth":
                 steps += 1
-                points.append((time.perf_counter(), steps, ev.it_per_s if ev.iteration == per_round else None))
+                now = time.perf_counter()
+                shown = None  # what the page would show: iterations per wall second over the round's last steps
+                if ev.iteration == per_round:
+                    shown = RATE_WINDOW / (now - points[-RATE_WINDOW][0])
+                points.append((now, steps, shown))
                 if steps >= need:
                     break
         run.request_stop()
@@ -215,10 +254,19 @@ def main() -> None:
     print(f"{machine()}; teacher {teacher}; IFHE synthesis, batch {form_defaults('ifhe')['batch']}, "
           f"{per_round} iterations a round; {threads} torch thread(s) per job")
     rows = []
+    load0 = os.getloadavg()[0]
 
     # -- live rate without a browser: the engine alone, the app's job thread alone ----------------------------
-    engine = measure_inproc("engine", a.windows, threads, env, tmp)
-    job = measure_inproc("job", a.windows, threads, env, tmp)
+    others = {"engine": [], "job": [], "browser": []}  # other processes' load during each measure, in cores
+
+    def timed(kind, fn, *args):
+        load = OtherLoad().start()
+        out = fn(*args)
+        others[kind].append(load.stop())
+        return out
+
+    engine = timed("engine", measure_inproc, "engine", a.windows, threads, env, tmp)
+    job = timed("job", measure_inproc, "job", a.windows, threads, env, tmp)
     browser_rates = []
 
     with sync_playwright() as p:
@@ -251,21 +299,22 @@ def main() -> None:
             probe = HealthProbe(server.url)
             for rep in range(a.pairs):
                 if rep:
-                    engine += measure_inproc("engine", a.windows, threads, env, tmp)
+                    engine += timed("engine", measure_inproc, "engine", a.windows, threads, env, tmp)
                     button(page, "Reset").click()  # forget the stopped run: its grid goes away
                     expect(page.locator(GRID)).to_have_count(0)
                 if rep == 0:
                     probe.start()
-                browser_rates += measure_browser(page, a.windows, per_round)
+                browser_rates += timed("browser", measure_browser, page, a.windows, per_round)
                 if rep == 0:
                     probe.stop()
-            for name, ws in (("engine alone", engine), ("app job thread, no page", job),
-                             ("app in the browser (server + Chromium)", browser_rates)):
+            for kind, name, ws in (("engine", "engine alone", engine), ("job", "app job thread, no page", job),
+                                   ("browser", "app in the browser (server + Chromium)", browser_rates)):
                 rate, in_round = _fmt_rates(ws)
                 ratio = (statistics.median(w["rate"] for w in engine) / statistics.median(w["rate"] for w in ws)
                          if ws else float("nan"))
+                load = "/".join(f"{x:.2f}" for x in others[kind])
                 rows.append((f"it/s, {name}: 2-round windows / in-round", f"{rate} / {in_round}",
-                             f"engine/this {ratio:.2f}x (<= 1.3x)"))
+                             f"engine/this {ratio:.2f}x (<= 1.3x); other load {load} cores"))
             rows.append(("health endpoint while a job runs, median / max",
                          f"{statistics.median(probe.times) * 1000:.0f} / {max(probe.times) * 1000:.0f} ms"
                          + (f" ({probe.errors} errors)" if probe.errors else ""), "< 1 s"))
@@ -298,6 +347,7 @@ def main() -> None:
                 for q in started:
                     button(q, "Stop").click()
         browser.close()
+    print(f"load average (1 min) at the start / end: {load0:.2f} / {os.getloadavg()[0]:.2f}")
     w = max(len(r[0]) for r in rows)
     print(f"\n{'measure':{w}s}  {'value':>30s}  target")
     for name, value, target in rows:

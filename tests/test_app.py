@@ -126,9 +126,11 @@ def test_start_pause_step_live_weights_stop(env):
     wait_until(lambda: job.snapshot().grid_png is not None, what="first image grid")
     at.run()
     assert at.button(key="start_synth").disabled  # one run per session at a time
-    grid = at.get("image")  # the grid: one composite image, a data URI (no media-file round trip)
-    assert len(grid) == 1 and grid[0].proto.imgs[0].url.startswith("data:image/png;base64,")
-    assert at.get("plotly_chart")  # the loss chart
+    images = {i.proto.imgs[0].caption: i.proto.imgs[0].url for i in at.get("image")}
+    grid = [url for cap, url in images.items() if cap.startswith("round 0, iteration")]
+    assert len(grid) == 1 and grid[0].startswith("data:image/png;base64,")  # one composite image, a data URI
+    assert any(cap.startswith("loss terms") for cap in images)  # the live loss chart: an image too
+    assert not at.get("plotly_chart")  # (the interactive chart comes when the run ends)
     # α moved while running reaches the synthesizer at its next step
     at.slider(key="alpha").set_value(1.25).run()
     assert job.snapshot().weights["alpha"] == 1.25
@@ -164,6 +166,7 @@ def test_start_pause_step_live_weights_stop(env):
     at.run()
     no_exceptions(at)
     assert not at.button(key="start_synth").disabled
+    assert at.get("plotly_chart")  # the run has ended: the interactive loss chart
 
 
 def test_precision_choice_reaches_the_run(env):
@@ -287,7 +290,7 @@ def test_grid_is_composed_only_when_a_page_drew_the_last_one(env):
     job.pause()
     wait_until(lambda: job.snapshot().state == "paused", what="pause")
     job.step()
-    wait_until(lambda: job.snapshot().grid_caption.endswith(f"iteration {job.snapshot().iteration}"),
+    wait_until(lambda: f"iteration {job.snapshot().iteration} " in job.snapshot().grid_caption,
                what="the grid of the last step")
     s = job.snapshot()
     assert s.it_per_s > 0  # iterations per wall second, as the page shows them

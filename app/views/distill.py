@@ -73,8 +73,7 @@ with right:
                 else:
                     st.caption("The first evaluation comes after the first evaluation interval.")
                 st.markdown(f"**KD losses** · {s.images_per_s:.0f} images/s · lr {s.lr:.4f}")
-                st.plotly_chart(figures.loss_figure(s.kd_losses, "kd_steps", height=240), key="kd",
-                                config={"displayModeBar": False})
+                common.loss_chart(s, s.kd_losses, "kd_steps", "", "kd", height=240)
             with b:
                 st.markdown("**Bank samples by class**")
                 if s.bank_png is not None:

@@ -27,33 +27,34 @@ with right:
         snap = job.snapshot()
         common.job_header(snap, show_note=False)
 
-        def render(s):
+        def grid(s):
+            """Twice a second: only the image grid and its caption (each element of a fragment costs the browser
+            a re-render at every refresh; the figures that move slower are in the fragment below)."""
+            box = st.container(key="grid")
+            if s.grid_png is not None:
+                box.image(grids.png_url(s.grid_png), caption=f"{s.grid_caption} · {s.it_per_s:.1f} it/s · "
+                                                              f"{figures.weights_text(s.weights)}")
+            elif s.active:
+                box.info("Starting: loading the teacher and building the synthesizer…")
+
+        def counters(s):
             common.badge(s)
             c = st.columns(4)
             c[0].metric(f"Round (of {s.rounds})", s.round)
             c[1].metric(f"Iteration (of {s.iterations})", s.iteration)
             c[2].metric("Iterations / s", f"{s.it_per_s:.1f}")
             c[3].metric("Bank (images)", s.bank_size)
-            grid = st.container(key="grid")
-            if s.grid_png is not None:
-                cap = f"{s.grid_caption} · {figures.weights_text(s.weights)}"
-                grid.image(grids.png_url(s.grid_png), caption=cap)
-            elif s.active:
-                grid.info("Starting: loading the teacher and building the synthesizer…")
             if s.weights.get("alpha", 0) > 0:
                 agree = "–" if s.h_agree is None else f"{100 * s.h_agree:.0f}%"
                 st.caption(f"**h** agrees with the teacher on {agree} of this batch · {s.head_training}",
                            help="L_H pushes images so that h, which reads the teacher's intermediate features, "
                                 "recognises their target class; it only means something once h has learned.")
+            common.loss_chart(s, s.synth_losses, "step", "loss terms over synthesis steps", "synth_losses")
             st.caption(f"{s.steps} synthesis steps · {s.kd_steps} KD steps · tick {s.events} · "
-                       f"refreshed {time.strftime('%H:%M:%S')}.{int(time.time() * 10) % 10}",
+                       f"refreshed {time.strftime('%H:%M:%S')}",
                        help="tick counts the run's events; 'refreshed' is when this view was last redrawn")
 
-        def chart(s):
-            st.plotly_chart(figures.loss_figure(s.synth_losses, "step", "loss terms over synthesis steps"),
-                            key="synth_losses", config={"displayModeBar": False})
-
-        # the grid refreshes twice a second; the chart, heavier to draw, every two seconds
-        common.live(render, job.id, snap.active, key="synth_live", first=lambda s: s.grid_png is not None, grid=True)
-        common.live(chart, job.id, snap.active, key="synth_chart", every=common.CHART_REFRESH_S,
+        # the grid refreshes twice a second; the counters and the chart, heavier to draw, every two seconds
+        common.live(grid, job.id, snap.active, key="synth_live", first=lambda s: s.grid_png is not None, grid=True)
+        common.live(counters, job.id, snap.active, key="synth_chart", every=common.CHART_REFRESH_S,
                     rerun_when_done=False)
