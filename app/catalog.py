@@ -25,9 +25,11 @@ ROLES = ("teacher", "student")
 
 def pretrained_dir() -> Path:
     """The zoo's folder: ifhe.zoo.PRETRAINED_DIR once that is imported, else the same rule it follows."""
-    zoo = sys.modules.get("ifhe.zoo")
-    if zoo is not None:
-        return Path(zoo.PRETRAINED_DIR)
+    # the module is in sys.modules before its body has run: while the warm-up thread imports it, it has no
+    # PRETRAINED_DIR yet (a page drawn at that moment failed with AttributeError)
+    known = getattr(sys.modules.get("ifhe.zoo"), "PRETRAINED_DIR", None)
+    if known is not None:
+        return Path(known)
     return Path(os.environ.get("IFHE_PRETRAINED", ROOT / "pretrained"))
 
 

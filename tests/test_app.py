@@ -369,6 +369,17 @@ def test_catalog_matches_the_engine(monkeypatch, tmp_path):
             assert out.stdout.strip() == "True", out.stderr
 
 
+def test_catalog_while_another_thread_imports_the_zoo(monkeypatch, tmp_path):
+    """While the warm-up thread runs ifhe.zoo's body, the module is in sys.modules without PRETRAINED_DIR; a
+    page drawn then (the browser test's third server, in CI) failed with AttributeError."""
+    import types
+    from app import catalog
+    monkeypatch.setitem(sys.modules, "ifhe.zoo", types.ModuleType("ifhe.zoo"))  # imported, body not yet run
+    monkeypatch.setenv("IFHE_PRETRAINED", str(tmp_path))
+    assert catalog.pretrained_dir() == tmp_path
+    assert catalog.manifest() == {}
+
+
 _QUICK_EXIT = """
 import os, sys, time
 sys.path.insert(0, {root!r})
