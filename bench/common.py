@@ -38,6 +38,21 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def machine() -> str:
+    """The CPU this runs on, as every recorded figure must name it: model, cores, vector extensions."""
+    model, flags = "unknown CPU", set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name") and model == "unknown CPU":
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    ext = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{model}, {os.cpu_count()} cores, {'/'.join(ext) or 'no AVX2'}, torch {torch.__version__}"
+
+
 def threads() -> int:
     n = int(os.environ.get("IFHE_THREADS", "2"))
     torch.set_num_threads(n)

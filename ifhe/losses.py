@@ -106,7 +106,9 @@ def contrastive_loss(local_proj: torch.Tensor, global_proj: torch.Tensor, *, T: 
     Rows are L2-normalised projections of [current batch; cached negatives]. The mean over current rows and
     the mean over cached rows are added, so a large cache does not dilute the generator's gradient.
     """
-    logits = local_proj @ global_proj.detach().T / T
+    # (local / T) @ global^T: the same logits as (local @ global^T) / T, with the division on the N x d operand
+    # instead of the N x N product (and its backward)
+    logits = (local_proj / T) @ global_proj.detach().T
     ce = F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device), reduction="none")
     if n_current is None or n_current >= logits.shape[0]:
         return ce.mean()

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from .hooks import BNStats, FeatureTap
+    from .hooks import BNStats, FeatureTap, ProbedFeatures
 
 # The table is read without torch (the app's first page, configs); the term functions import the losses when
 # they first run.
@@ -34,8 +34,7 @@ class StepTensors:
     t_logits: torch.Tensor
     targets: torch.Tensor
     stats: list["BNStats"]        # BN statistics of the teacher's pass on x
-    tap: "FeatureTap"             # the teacher's pooled stage outputs on x
-    bn_hook: Any = None           # the BN hook, still recording (CMI's second teacher pass reads it)
+    tap: "FeatureTap | ProbedFeatures"  # the teacher's pooled stage outputs on x
     head_logits: torch.Tensor | None = None   # h(f_T), set by L_H (the app shows h's agreement with the teacher)
     _student_logits: torch.Tensor | None = field(default=None, repr=False)
 

@@ -16,9 +16,9 @@ from torch import nn
 from .. import losses as L
 from ..config import SynthConfig
 from ..data import Normalizer, random_crop_flip, random_resized_crop, roll_flip, to_uint8
-from ..device import RunRNG, autocast, check_precision
+from ..device import RunRNG, autocast, check_precision, maybe_compile, tune_cpu_allocator
 from ..errors import DivergenceError, IfheError
-from ..hooks import BNStatHook, FeatureTap
+from ..hooks import BNStatHook, ProbedFeatures, TeacherProbe
 from ..schedules import cosine_lr
 from ..terms import StepTensors, compute_terms, tapped_stages
 from .base import ImageParametrization, StepReport, Synthesizer, no_param_grads
@@ -37,8 +37,15 @@ class ProjectionHead(nn.Module):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(dim_in, dim_in), nn.ReLU(inplace=True), nn.Linear(dim_in, dim_out))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.net(x), dim=1)
+    def forward(self, x: torch.Tensor, constant_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """The projections of the rows of x, then of `constant_rows` (inputs that need no gradient: CMI's cached
+        features): the same as projecting their concatenation, but the first layer's input gradient is only
+        computed for x."""
+        if constant_rows is None:
+            return F.normalize(self.net(x), dim=1)
+        first, act, second = self.net
+        h = torch.cat([first(x), first(constant_rows.detach())])
+        return F.normalize(second(act(h)), dim=1)
 
 
 class FeatureMemory:
@@ -95,6 +102,8 @@ class InversionSynthesizer(Synthesizer):
                  rng: RunRNG | None = None):
         self.cfg = cfg.validate()
         self.precision = check_precision(precision)  # an unknown one fails here, not at the first step
+        if device.type == "cpu":
+            tune_cpu_allocator()
         if student is teacher:
             # the reference code did this for GAN-style methods, silently zeroing the adversarial term
             raise IfheError("the student must be a different model from the teacher")
@@ -113,6 +122,7 @@ class InversionSynthesizer(Synthesizer):
         self._last_x: torch.Tensor | None = None
         self._last_bn: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self.bn_momentum_stats: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._probes: dict[tuple, tuple[TeacherProbe, Callable]] = {}
         self.cr_head = self.cr_opt = self.negatives = None
         if cfg.cr > 0:
             with BNStatHook(teacher, instance_means=True) as hook, torch.no_grad():
@@ -155,14 +165,23 @@ class InversionSynthesizer(Synthesizer):
         with no_param_grads(self.student, self.head), autocast(self.device, self.precision):
             x01 = self.param.render().float()  # the kept images are never rounded to bf16
             x = self.normalizer(augment(x01, cfg.augment, self.rng)).contiguous(memory_format=torch.channels_last)
-            with BNStatHook(self.teacher, instance_means=cfg.cr > 0) as bn, \
-                    FeatureTap(self.teacher, tapped_stages(cfg)) as tap:
-                t_logits = self.teacher(x).float()
-                stats = bn.stats
-                bn.clear()  # a second pass (CMI's local view) records afresh
-                targets = t_logits.argmax(1).detach() if cfg.targets == "argmax" else self.targets
-                tensors = StepTensors(self, x, x01, t_logits, targets, stats, tap, bn)
-                terms, total = compute_terms(cfg, tensors)
+            b = x.shape[0]
+            views = x
+            contrastive = self.cr_head is not None and cfg.cr > 0
+            if contrastive:
+                # CMI's local view goes through the same teacher pass as the global one (the teacher is in eval
+                # mode, so each image's outputs do not depend on the others'); its random crop is drawn right
+                # after the global view's augmentation, as before. Statistics and taps read the first b rows.
+                local = self.normalizer(random_resized_crop(x01, generator=self.rng.cpu))
+                views = torch.cat([x, local.contiguous(memory_format=torch.channels_last)])
+            stages = tuple(tapped_stages(cfg))
+            probe, run = self._probe(stages, contrastive, b)
+            logits, raw_stats, features = run(views)
+            t_logits = logits[:b].float()
+            stats = probe.bn_stats(raw_stats)
+            targets = t_logits.argmax(1).detach() if cfg.targets == "argmax" else self.targets
+            tensors = StepTensors(self, x, x01, t_logits, targets, stats, ProbedFeatures(stages, features))
+            terms, total = compute_terms(cfg, tensors)
             if total is None:  # every weight is zero: nothing to optimize this step
                 total = x01.sum() * 0.0
             total.backward()
@@ -180,18 +199,32 @@ class InversionSynthesizer(Synthesizer):
             metrics["h_agree"] = (tensors.head_logits.argmax(1) == t_logits.argmax(1)).float().mean().detach()
         return StepReport(self.round, self.iteration, report, metrics)
 
+    def _probe(self, stages: tuple[str, ...], instance_means: bool, rows: int) -> tuple[TeacherProbe, Callable]:
+        """The teacher pass of a step (a `TeacherProbe`, compiled where `ifhe.device.compile_enabled()`), one per
+        set of recorded stages, instance means and statistics rows (a weight switched on mid-run adds one)."""
+        key = (stages, instance_means, rows)
+        if key not in self._probes:
+            probe = TeacherProbe(self.teacher, stages, instance_means, rows)
+            self._probes[key] = (probe, maybe_compile(probe, "teacher pass"))
+        return self._probes[key]
+
     def contrastive(self, s: StepTensors) -> torch.Tensor:
-        """CMI's term: a second teacher pass on a random-resized crop (the local view) must identify its own
-        global view among the batch and `cr_negatives` rows drawn from the memory of earlier rounds."""
-        global_f = torch.cat([b.instance_mean for b in s.stats], dim=1)
-        local_view = self.normalizer(random_resized_crop(s.x01, generator=self.rng.cpu))
-        self.teacher(local_view.contiguous(memory_format=torch.channels_last))
-        local_f = torch.cat([b.instance_mean for b in s.bn_hook.stats], dim=1)
+        """CMI's term: the teacher's features of a random-resized crop (the local view, rows b.. of the step's
+        teacher pass) must identify their own global view among the batch and `cr_negatives` rows drawn from the
+        memory of earlier rounds.
+
+        Only the local projections carry a gradient (the global ones enter the loss detached, as in CMI), so the
+        global half is projected without autograd and the cached rows skip the first layer's input gradient:
+        the same loss and gradients as projecting all rows at once, with about 40% fewer FLOPs."""
+        b = s.x.shape[0]
+        inst = torch.cat([st.instance_mean for st in s.stats], dim=1)
+        global_f, local_f = inst[:b], inst[b:]
         cached_local, cached_global = self.negatives.draw(self.cfg.cr_negatives, self.rng.dev).chunk(2, dim=1)
-        proj = self.cr_head(torch.cat([local_f, cached_local, global_f, cached_global])).float()
-        p_local, p_global = proj.chunk(2, dim=0)
+        p_local = self.cr_head(local_f, cached_local).float()
+        with torch.no_grad():
+            p_global = self.cr_head(torch.cat([global_f, cached_global])).float()
         self._feats = torch.cat([local_f, global_f], dim=1).detach()
-        return L.contrastive_loss(p_local, p_global, T=self.cfg.cr_T, n_current=local_f.shape[0])
+        return L.contrastive_loss(p_local, p_global, T=self.cfg.cr_T, n_current=b)
 
     def _keep_if_best(self, total: torch.Tensor, x01: torch.Tensor, targets: torch.Tensor) -> None:
         # torch.where builds new tensors: the kept batch is a copy, and no host sync is needed to choose it.
