@@ -13,7 +13,10 @@ import streamlit as st
 
 from ifhe.errors import IfheError
 
-from . import widgets as W
+from ifhe.methods import METHOD_LABELS
+
+from .forms import build_config, form_defaults
+from .grids import thumbnail_png
 from .runs import list_runs
 
 MAP_METHODS = ("deepinversion", "cmi", "ifhe")
@@ -133,11 +136,11 @@ def small_bank_config(method: str):
     from . import common
     ss = st.session_state
     values = {k: ss.get(k) for k in common.FORM_KEYS}
-    values |= W.form_defaults(method) | {"method": method, "batch": SMALL_BANK["batch"], "kd_between": False,
+    values |= form_defaults(method) | {"method": method, "batch": SMALL_BANK["batch"], "kd_between": False,
                                          "rounds": SMALL_BANK["rounds"]}
     if method in SMALL_BANK["iterations"]:
         values["iterations"] = SMALL_BANK["iterations"][method]
-    return W.build_config(values, "synth")
+    return build_config(values, "synth")
 
 
 def make_bank(method: str) -> bool:
@@ -151,7 +154,7 @@ def make_bank(method: str) -> bool:
         return False
     common.attach(job)
     st.session_state["fm_bank_job"] = job.id
-    common.flash("info", f"Started a small {W.METHOD_LABELS[method]} bank: {job.cfg.rounds} rounds of "
+    common.flash("info", f"Started a small {METHOD_LABELS[method]} bank: {job.cfg.rounds} rounds of "
                          f"{job.cfg.synth.batch_size} images, {job.cfg.synth.iterations} iterations a round (about "
                          f"{SMALL_BANK_TIME} on 2 cores); its progress shows on this page.")
     return True
@@ -181,11 +184,11 @@ def advance_queue() -> None:
 def job_progress(snap) -> tuple[float, str]:
     """Fraction done and a line about a synthesis job, from its snapshot."""
     if not snap.active:
-        return 1.0, f"{W.METHOD_LABELS.get(snap.method, snap.method)} bank {snap.state}: {snap.bank_size} images"
+        return 1.0, f"{METHOD_LABELS.get(snap.method, snap.method)} bank {snap.state}: {snap.bank_size} images"
     rounds = max(1, snap.rounds)
     its = max(1, snap.iterations)
     done = min(1.0, (min(snap.round, rounds) + min(snap.iteration, its) / its) / rounds)
-    return done, (f"{W.METHOD_LABELS.get(snap.method, snap.method)} bank: round {min(snap.round + 1, rounds)} of "
+    return done, (f"{METHOD_LABELS.get(snap.method, snap.method)} bank: round {min(snap.round + 1, rounds)} of "
                   f"{rounds}, iteration {snap.iteration} of {its}, {snap.bank_size} images so far")
 
 
@@ -202,7 +205,7 @@ def bank_progress() -> None:
     def render(snap):
         frac, text = job_progress(snap)
         if queue:
-            text += " · then " + ", ".join(W.METHOD_LABELS[m] for m in queue)
+            text += " · then " + ", ".join(METHOD_LABELS[m] for m in queue)
         st.progress(frac, text=text)
 
     common.live(render, job.id, job.snapshot().active, key="fm_bank_live", every=1.0)
@@ -300,7 +303,7 @@ def show(report, stage: str) -> None:
 
             def cname(c):
                 return cls[int(c)] if int(c) < len(cls) else str(c)
-            st.image(W.thumbnail_png(report.images[name][i], 5),
+            st.image(thumbnail_png(report.images[name][i], 5),
                      caption=f"{name} #{i}: {'target' if name != 'real' else 'class'} {cname(row['label'])}, "
                              f"teacher says {cname(row['pred'])} ({row['confidence']:.2f})")
     if len(report.rounds):

@@ -3,8 +3,10 @@ L_H acts (h's input by default), labelled by target t: the shared real-fitted ma
 metrics with 95% intervals, and the metrics against round."""
 import streamlit as st
 
+from ifhe.methods import METHOD_LABELS
+
 from app import features_view as FV
-from app import widgets as W
+from app.files import data_status, safe_path
 from app.jobs import registry
 
 st.title("Feature space")
@@ -18,13 +20,13 @@ reg = registry()
 ss = st.session_state
 FV.advance_queue()
 runs = FV.runs_with_banks(reg.base_dir)
-has_data, data_msg = W.data_status(ss["dataset"])
+has_data, data_msg = data_status(ss["dataset"])
 
 left, right = st.columns([1, 3], gap="large")
 with left:
     chosen, missing = {}, []
     for method in FV.MAP_METHODS:
-        label = W.METHOD_LABELS[method]
+        label = METHOD_LABELS[method]
         # largest bank first (the newest among equals): the richest picture of the method by default
         options = [r.name for r in sorted((r for r in runs if r.method == method), key=lambda r: -r.bank_size)]
         if options:
@@ -68,7 +70,7 @@ with left:
 
 if extra:
     try:
-        bank_dir = W.safe_path(reg.base_dir, extra)
+        bank_dir = safe_path(reg.base_dir, extra)
         chosen[f"custom:{bank_dir.name}"] = FV.BankRef.from_dir(bank_dir)
     except Exception as e:  # IfheError for bad paths, or an unreadable bank
         with left:

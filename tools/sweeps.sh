@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The seeded sweeps of docs/RESULTS.md, in order (each resumable: rerun this script and finished cells are
+# skipped, unfinished ones resume from their checkpoints). Commits each sweep's resumable state (sweep.json,
+# cells/) every few minutes and its tables at its end. Usage: bash tools/sweeps.sh [a b c ...]
+set -u
+cd "$(dirname "$0")/.."
+export IFHE_DATA="${IFHE_DATA:-$(cd .. && pwd)/shared/data}"
+JOBS="${JOBS:-2}"
+common=(--table cifar10 --threads 1 --jobs "$JOBS" --precision fp32)
+
+commit() {  # paths... ; retries while another commit holds the index
+  for _ in 1 2 3 4 5; do
+    git add -- "$@" 2>/dev/null && { git diff --cached --quiet || git commit -qm "results: $SWEEP sweep progress (resumable state)" -- "$@"; } && return 0
+    sleep 5
+  done
+}
+
+run() {  # name, args...
+  SWEEP=$1; shift
+  out=results/sweep-$SWEEP
+  ( while sleep 300; do commit "$out/sweep.json" "$out/cells"; done ) & watcher=$!
+  ifhe reproduce "${common[@]}" --out "$out" "$@"
+  status=$?
+  kill "$watcher" 2>/dev/null
+  commit "$out/sweep.json" "$out/cells" "$out/table.md" "$out/results.json" "$out/curves.png"
+  echo "sweep $SWEEP finished with status $status"
+}
+
+[ $# -gt 0 ] || set -- a b c
+for s in "$@"; do
+  case $s in
+    a) run a --methods ifhe cmi deepinversion --budget-minutes 20 --seeds 3 --compare cmi:deepinversion ;;
+    b) run b --methods ifhe-a0.5 ifhe-a0 --budget-minutes 10 --seeds 3 ;;
+    c) run c --methods fast+ifhe fast --budget-minutes 10 --seeds 3 ;;
+    d-ifhe) run d --methods ifhe --budget-minutes 60 --seeds 1 ;;
+    d-fast) run d --methods fast+ifhe --budget-minutes 60 --seeds 1 ;;
+    e) run e --methods ifhe cmi --budget-minutes 20 --seeds 1 --set synth.iterations=200 --set synth.reset_generator=true ;;
+    f) run f --methods adi dafl dafl+ifhe zskt dfq dfq+ifhe --budget-minutes 10 --seeds 2 --compare dafl+ifhe:dafl --compare dfq+ifhe:dfq ;;
+    vgg) SWEEP=vgg; out=results/sweep-vgg; ifhe reproduce --table cifar10-vgg --threads 1 --jobs "$JOBS" --out "$out" --methods ifhe cmi --budget-minutes 10 --seeds 1; commit "$out" ;;
+    *) echo "unknown sweep $s" >&2 ;;
+  esac
+done
