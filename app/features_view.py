@@ -6,7 +6,7 @@ floor next to the Fréchet distance, the shared real-fitted map beside one map p
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import streamlit as st
@@ -140,7 +140,18 @@ def small_bank_config(method: str):
                                          "rounds": SMALL_BANK["rounds"]}
     if method in SMALL_BANK["iterations"]:
         values["iterations"] = SMALL_BANK["iterations"][method]
-    return build_config(values, "synth")
+    from ifhe.heads import PRETRAINED_HEAD
+    cfg = build_config(values, "synth")
+    if cfg.synth.alpha > 0 and shipped_head(cfg.teacher):
+        # three rounds are too few for h to learn from a random start: begin from the h the teacher ships
+        cfg = replace(cfg, synth=replace(cfg.synth, h_init=PRETRAINED_HEAD))
+    return cfg
+
+
+def shipped_head(teacher: str) -> dict | None:
+    """The manifest record of the h shipped with a zoo teacher, if any."""
+    from ifhe.zoo import read_manifest
+    return read_manifest().get(str(teacher), {}).get("head")
 
 
 def make_bank(method: str) -> bool:

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from ifhe.config import preset  # noqa: E402
+from ifhe.device import set_cpu_threads  # noqa: E402
 from ifhe.distill import kd_step, make_kd_optimizer, prepare_batch  # noqa: E402
 from ifhe.heads import DEFAULT_STAGES, head_for  # noqa: E402
 from ifhe.models import create_model  # noqa: E402
@@ -166,7 +167,7 @@ def main():
     args = ap.parse_args()
     if args.kd_iters is None:
         args.kd_iters = args.iters
-    torch.set_num_threads(args.threads)
+    set_cpu_threads(args.threads)   # and the allocator tuning every ifhe run gets
     torch.manual_seed(args.seed)
     from ifhe.zoo import load_teacher
     t = load_teacher("cifar10_wrn16_2")

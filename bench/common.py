@@ -54,6 +54,5 @@ def machine() -> str:
 
 
 def threads() -> int:
-    n = int(os.environ.get("IFHE_THREADS", "2"))
-    torch.set_num_threads(n)
-    return n
+    from ifhe.device import set_cpu_threads
+    return set_cpu_threads(int(os.environ.get("IFHE_THREADS", "2")))   # with the allocator tuning runs get

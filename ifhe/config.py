@@ -63,6 +63,8 @@ class _SynthSettings:
     commit_every: int = 1             # rounds between batches kept in the bank (GAN-style rounds are tiny)
     h_stages: tuple[str, ...] = ("block1", "block2", "block3")
     h_hidden: int = 256
+    h_init: str = ""                  # h before the first round: "" random (the paper), "pretrained" (the h shipped
+                                      # with the teacher) or an earlier run's head.safetensors
     # GAN-style methods score the generator against the student in training mode (batch statistics), the mode
     # the student learns in; bank methods use its running statistics (eval mode), as their reference code does
     student_train: bool = False
@@ -106,6 +108,8 @@ class _SynthSettings:
             raise IfheError("synth.batch_size must be >= 2 when beta > 0 (batch statistics)")
         if not self.h_stages:
             raise IfheError("synth.h_stages must name at least one stage")
+        if not isinstance(self.h_init, str):
+            raise IfheError(f"synth.h_init must be '', 'pretrained' or a head.safetensors path, got {self.h_init!r}")
         return self
 
     def with_weights(self, **weights: Any) -> "SynthConfig":

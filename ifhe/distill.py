@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .data import ImageSet, Normalizer, random_crop_flip, to_unit
-from .device import autocast, tune_cpu_allocator
+from .device import autocast
 from .evaluation import evaluate, predict_logits
 from .hooks import FeatureTap
 from .errors import IfheError
@@ -60,8 +60,6 @@ def kd_step(student: nn.Module | None, head: nn.Module | None, teacher: nn.Modul
     The student learns KL(T/τ || S/τ) (plus, with `at` > 0, the teacher's spatial attention at the stage pairs
     `at_pairs`: ZSKT's beta term), h learns KL(T/τ || h(f_T)/τ). `student=None` trains h alone (synthesis-only
     runs of IFHE). `grad_clip` > 0 clips the student's gradient norm (ZSKT)."""
-    if x.device.type == "cpu":
-        tune_cpu_allocator()  # once per process
     s_stages, t_stages = zip(*at_pairs) if at > 0 and student is not None else ((), ())
     losses: dict[str, torch.Tensor] = {}
     total = None

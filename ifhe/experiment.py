@@ -23,11 +23,11 @@ from .bank import ImageBank, open_bank
 from .checkpoint import atomic_write_text, load_state, save_state
 from .config import RunConfig, dump_yaml, from_dict, to_dict
 from .data import DATA_ENV, ImageSet, load_split
-from .device import RunRNG, fast_layout, pick_device, seeded_init, set_cpu_threads
+from .device import RunRNG, fast_layout, pick_device, seeded_init, set_cpu_threads, tune_cpu_allocator
 from .distributed import any_rank, barrier, gather_batches, init_from_env
 from .distill import (attention_pairs, evaluate, evaluate_head, kd_step, make_kd_optimizer, prepare_batch)
 from .errors import DataError, DivergenceError, IfheError
-from .heads import head_for
+from .heads import head_for, load_head_init
 from .jsonl import JsonlLog
 from .models import create_model
 from .schedules import after_warmup, cosine_lr, multistep_lr
@@ -186,6 +186,8 @@ class Run:
         self.device = pick_device(cfg.device, self.dist.local_rank)
         if cfg.threads:
             set_cpu_threads(cfg.threads)
+        elif self.device.type == "cpu":
+            tune_cpu_allocator()   # set_cpu_threads does it too: every run on a CPU keeps its big blocks
         self.out.mkdir(parents=True, exist_ok=True)
         self._stop = threading.Event()
         self._pending_weights: dict[str, float] = {}
@@ -236,6 +238,8 @@ class Run:
         with seeded_init(cfg.seed, self.device):
             self.student = fast_layout(create_model(cfg.student, nc).to(self.device))
             self.head = head_for(self.teacher, cfg.synth.h_stages, cfg.synth.h_hidden).to(self.device)
+        self.head_origin = (load_head_init(self.head, cfg.synth.h_init, cfg.synth.h_stages, self.teacher,
+                                           str(cfg.teacher)) if cfg.synth.h_init else "")
         with seeded_init(cfg.seed + 1_000_003 * self.dist.rank, self.device):
             self.synth = synthesizer_factory(replace(cfg.synth, batch_size=share[0]), self.teacher, self.student,
                                              self.head, self.teacher.normalizer, nc, self.device, cfg.precision,
@@ -266,6 +270,10 @@ class Run:
 
     def head_training(self) -> str:
         """How this run trains h, in words (kept with the bank: an IFHE bank is only IFHE's if h learned)."""
+        start = f"h started from {self.head_origin}; " if self.head_origin else ""
+        return start + self._head_learning()
+
+    def _head_learning(self) -> str:
         d, tau = self.cfg.distill, f"τ={self.cfg.distill.T:g}"
         if not d.train_head:
             return "h was not trained (distill.train_head=false): L_H pushed towards a random classifier"
@@ -571,6 +579,7 @@ class Run:
         save_tensors(self.out / "head.safetensors", self.head.state_dict(),
                      {"in_features": self.head.in_features, "num_classes": self.head.num_classes,
                       "hidden": self.head.hidden, "stages": list(self.cfg.synth.h_stages),
+                      "teacher": str(self.cfg.teacher), "head_acc": self.progress.head_acc,
                       "head_training": self.head_training(), "head_updates": self.progress.head_updates})
 
 

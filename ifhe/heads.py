@@ -34,3 +34,50 @@ def head_for(teacher: nn.Module, stages: tuple[str, ...] = DEFAULT_STAGES, hidde
         raise IfheError(f"teacher has no stage(s) {missing}; it has {list(teacher.stage_channels)}")
     dim = sum(teacher.stage_channels[s] for s in stages)
     return HeterogeneityHead(dim, teacher.num_classes, hidden)
+
+
+PRETRAINED_HEAD = "pretrained"   # synth.h_init: the head shipped with the teacher (its manifest entry's "head")
+
+
+def _shipped_head(teacher: nn.Module) -> tuple[str, dict]:
+    """The file and record of the head shipped with a zoo teacher, checksum verified."""
+    from .checkpoint import CheckpointError, sha256_file
+    from .zoo import PRETRAINED_DIR
+    entry = getattr(teacher, "zoo_entry", None) or {}
+    record = entry.get("head")
+    if not record:
+        raise IfheError("synth.h_init=pretrained: this teacher ships no trained h (its manifest entry has no "
+                        "'head'); give a run's head.safetensors instead, or leave h_init empty")
+    path = PRETRAINED_DIR / record["file"]
+    if not path.is_file():
+        raise IfheError(f"synth.h_init=pretrained: {path} is missing")
+    if sha256_file(path) != record["sha256"]:
+        raise CheckpointError(f"{path}: checksum does not match the manifest (corrupt or replaced file)")
+    return str(path), record
+
+
+def load_head_init(head: HeterogeneityHead, ref: str, stages: tuple[str, ...], teacher: nn.Module,
+                   teacher_ref: str | None = None) -> str:
+    """Give h the weights of an already trained h before the first round, so that L_H pushes towards a
+    classifier from its first step instead of a random one. `ref`: "pretrained" (the head shipped with a zoo
+    teacher) or the head.safetensors of an earlier run with the same teacher and stages. Returns, in words,
+    where h started (kept with the bank)."""
+    from .checkpoint import load_tensors, load_weights_into
+    record: dict = {}
+    if ref == PRETRAINED_HEAD:
+        path, record = _shipped_head(teacher)
+    else:
+        path = str(ref)
+    tensors, meta = load_tensors(path)
+    want = {"stages": list(stages), "hidden": head.hidden, "in_features": head.in_features,
+            "num_classes": head.num_classes}
+    wrong = {k: meta[k] for k in want if k in meta and meta[k] != want[k]}
+    if wrong:
+        raise IfheError(f"synth.h_init: {path} is an h with {wrong}, this run's h has "
+                        f"{ {k: want[k] for k in wrong} }")
+    if teacher_ref and meta.get("teacher") and meta["teacher"] != teacher_ref:
+        raise IfheError(f"synth.h_init: {path} was trained on teacher {meta['teacher']!r}'s features, this run's "
+                        f"teacher is {teacher_ref!r}")
+    load_weights_into(head, tensors, path)
+    acc = record.get("test_accuracy", meta.get("head_acc"))
+    return f"{path}" + (f" ({acc:.2f}% on the real test set)" if isinstance(acc, (int, float)) else "")

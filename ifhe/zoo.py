@@ -151,3 +151,29 @@ def publish(model: nn.Module, name: str, dataset: str, accuracy: float, epochs: 
     manifest[name] = entry
     atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return entry
+
+
+def publish_head(teacher_name: str, head_file: str | os.PathLike, accuracy: float, recipe: str,
+                 root: Path | None = None) -> dict:
+    """Ship a trained h with the zoo teacher whose features it reads, as `<teacher>.ifhe-head.safetensors` and
+    the teacher's manifest record's "head" (synth.h_init=pretrained loads it). `accuracy`: h's top-1 on the real
+    test set, measured by the caller."""
+    root = Path(root or PRETRAINED_DIR)
+    manifest = read_manifest(root)
+    if teacher_name not in manifest:
+        raise IfheError(f"unknown pretrained model {teacher_name!r}; available: {', '.join(manifest) or 'none'}")
+    tensors, meta = load_tensors(head_file)
+    if meta.get("teacher") not in (None, teacher_name):
+        raise IfheError(f"{head_file}: an h of teacher {meta['teacher']!r}, not {teacher_name!r}")
+    missing = [k for k in ("stages", "hidden", "in_features", "num_classes") if k not in meta]
+    if missing:
+        raise IfheError(f"{head_file}: not a head file (its header lacks {missing})")
+    file = f"{teacher_name}.ifhe-head.safetensors"
+    keep = {k: meta[k] for k in ("stages", "hidden", "in_features", "num_classes", "head_training", "head_updates")
+            if k in meta}
+    save_tensors(root / file, tensors, keep | {"teacher": teacher_name, "head_acc": round(accuracy, 2)})
+    record = {"file": file, "sha256": sha256_file(root / file), "test_accuracy": round(accuracy, 2),
+              "stages": meta["stages"], "hidden": meta["hidden"], "recipe": recipe}
+    manifest[teacher_name] = manifest[teacher_name] | {"head": record}
+    atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return record

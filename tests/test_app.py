@@ -667,6 +667,36 @@ def test_feature_page_without_banks_offers_to_make_them(env):
     assert at.session_state["fm_queue"] == ["ifhe"]
 
 
+def test_small_ifhe_bank_starts_h_from_the_teachers_shipped_h(env, tiny_zoo, tmp_path, monkeypatch):
+    """Three rounds are too few for h to learn from scratch: the page's IFHE bank starts from the h its teacher
+    ships (synth.h_init=pretrained), and a teacher without one keeps the random start."""
+    import shutil
+    from ifhe.checkpoint import save_tensors
+    from ifhe.heads import head_for
+    root = tmp_path / "pretrained"
+    shutil.copytree(tiny_zoo, root)
+    monkeypatch.setattr(zoo, "PRETRAINED_DIR", root)
+    head = head_for(zoo.load_teacher(TEACHER))
+    save_tensors(tmp_path / "head.safetensors", head.state_dict(),
+                 {"in_features": head.in_features, "num_classes": 10, "hidden": head.hidden,
+                  "stages": ["block1", "block2", "block3"], "teacher": TEACHER})
+    zoo.publish_head(TEACHER, tmp_path / "head.safetensors", 12.5, "tests", root=root)
+    at = new_app()
+    at.switch_page("views/features.py").run()
+    at.button(key="make_ifhe").click().run()
+    no_exceptions(at)
+    job = job_of(at)
+    assert job.cfg.method == "ifhe" and job.cfg.synth.h_init == "pretrained"
+    assert job.cfg.distill.steps_per_round == 0 and job.cfg.distill.head_steps > 0   # and h keeps learning
+    job.stop()
+    job.wait(30)
+    monkeypatch.setattr(zoo, "PRETRAINED_DIR", tiny_zoo)   # the same teacher without a shipped h
+    at.button(key="make_ifhe").click().run()
+    assert job_of(at) is not job and job_of(at).cfg.synth.h_init == ""
+    job_of(at).stop()
+    job_of(at).wait(30)
+
+
 def test_small_bank_progress_from_the_snapshot():
     from app.features_view import job_progress
     snap = jobs.Snapshot(kind="synth", method="ifhe", out_dir="x", run_name="x", state="running", rounds=3,

@@ -16,7 +16,7 @@ from torch import nn
 from .. import losses as L
 from ..config import SynthConfig
 from ..data import Normalizer, random_crop_flip, random_resized_crop, roll_flip, to_uint8
-from ..device import RunRNG, autocast, check_precision, maybe_compile, tune_cpu_allocator
+from ..device import RunRNG, autocast, check_precision, maybe_compile
 from ..errors import DivergenceError, IfheError
 from ..hooks import BNStatHook, ProbedFeatures, TeacherProbe
 from ..schedules import cosine_lr
@@ -102,8 +102,6 @@ class InversionSynthesizer(Synthesizer):
                  rng: RunRNG | None = None):
         self.cfg = cfg.validate()
         self.precision = check_precision(precision)  # an unknown one fails here, not at the first step
-        if device.type == "cpu":
-            tune_cpu_allocator()
         if student is teacher:
             # the reference code did this for GAN-style methods, silently zeroing the adversarial term
             raise IfheError("the student must be a different model from the teacher")
