@@ -22,7 +22,9 @@ from .runs import list_runs
 MAP_METHODS = ("deepinversion", "cmi", "ifhe")
 DEFAULT_N = 1000              # images per set, as `ifhe features`; the smallest set lowers it (the page says so)
 # Small banks: 3 rounds of 64 images each (192 images: 19 a class, three round windows), synthesis only (IFHE's
-# run trains h by itself, 20 steps a round). Iterations a round are the CPU preset's, except DeepInversion's
+# run starts h from the h its teacher ships, then trains it by itself, 20 steps a round: from a random h the
+# teacher saw the target class in 19-26% of a bank's images, from the shipped h in 99.5-100%; README,
+# "Intermediate features"). Iterations a round are the CPU preset's, except DeepInversion's
 # pixels (200 at the preset), cut to 50 so its bank takes the time of the others. Measured on the 2-core AMD EPYC
 # with one job thread while the other core trained a teacher (whole bank, shipped WRN-16-2): DeepInversion 67 s,
 # CMI 140 s, IFHE 64 s; about 4.5 minutes for the three one after another (one job slot on 2 cores), then about
@@ -165,9 +167,12 @@ def make_bank(method: str) -> bool:
         return False
     common.attach(job)
     st.session_state["fm_bank_job"] = job.id
+    head = (f"; h starts from the h shipped with the teacher ({shipped_head(job.cfg.teacher)['test_accuracy']:.2f}% "
+            f"on real test images), as three rounds are too few for a random h to learn") \
+        if job.cfg.synth.h_init else ""
     common.flash("info", f"Started a small {METHOD_LABELS[method]} bank: {job.cfg.rounds} rounds of "
                          f"{job.cfg.synth.batch_size} images, {job.cfg.synth.iterations} iterations a round (about "
-                         f"{SMALL_BANK_TIME} on 2 cores); its progress shows on this page.")
+                         f"{SMALL_BANK_TIME} on 2 cores){head}; its progress shows on this page.")
     return True
 
 
