@@ -4,7 +4,7 @@ copy of ../shared/bench-reference/harness_ours.py), each row in its own process,
 pass (ABAB). The table is ../shared/bench-reference/summarize.py's; it is also written to --save.
 
     CMI_DIR=/tmp/CMI CMI_SITE=/tmp/cmi-site python bench/bench_reference.py [--iters 30] [--kd-iters 40]
-        [--passes 2] [--rows cmi adi deepinversion kd] [--quiet 0.15] [--pause-pid PID] [--save results/bench-reference.txt]
+        [--passes 2] [--compiled] [--rows cmi adi deepinversion kd] [--quiet 0.15] [--pause-pid PID] [--save results/bench-reference.txt]
 
 Set-up of CMI_DIR and CMI_SITE: ../shared/bench-reference/README.md. `--quiet X` waits before each process
 until the other processes of the machine use less than X of a core, and runs a process again (up to --retries
@@ -111,11 +111,15 @@ def main() -> None:
     ap.add_argument("--pause-pid", type=int, default=None)
     ap.add_argument("--out", default=None, help="records.jsonl (default: a new folder under $BENCH_WORK or /tmp)")
     ap.add_argument("--save", default=None, help="also write the table here")
+    ap.add_argument("--compiled", action="store_true",
+                    help="also time ours with IFHE_COMPILE=1 after its eager run, in the same passes (theirs, ours, "
+                         "ours compiled), and print a second table of the compiled rows against the same theirs")
     a = ap.parse_args()
     py = os.environ.get("IFHE_PY", sys.executable)
     work = Path(os.environ.get("BENCH_WORK", "/tmp")) / "cmi-bench-results" / time.strftime("%Y%m%d-%H%M%S")
     (work / "logs").mkdir(parents=True, exist_ok=True)
     out = Path(a.out) if a.out else work / "records.jsonl"
+    out_compiled = out.with_name(out.stem + "-compiled.jsonl")
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", OMP_NUM_THREADS=str(a.threads),
                MKL_NUM_THREADS=str(a.threads), IFHE_THREADS=str(a.threads), IFHE_ROOT=str(ROOT))
     skip = {os.getpid(), os.getppid()} | ({a.pause_pid} if a.pause_pid else set())
@@ -132,8 +136,12 @@ def main() -> None:
     for p in range(1, a.passes + 1):
         for row in a.rows:
             theirs, ours = ROWS[row]
-            for impl, script, args in (("theirs", REF / "harness_cmi.py", theirs),
-                                       ("ours", HERE / "bench_reference_ours.py", ours)):
+            impls = [("theirs", REF / "harness_cmi.py", theirs, {}, out),
+                     ("ours", HERE / "bench_reference_ours.py", ours, {"IFHE_COMPILE": "0"}, out)]
+            if a.compiled:
+                impls.append(("ours+compile", HERE / "bench_reference_ours.py", ours, {"IFHE_COMPILE": "1"},
+                              out_compiled))
+            for impl, script, args, extra_env, records in impls:
                 n = ["--kd-iters", str(a.kd_iters)] if row == "kd" else ["--iters", str(a.iters)]
                 cmd = [py, str(script), *args, *n, "--threads", str(a.threads), "--out", str(out)]
                 for attempt in range(1, a.retries + 2):
@@ -141,21 +149,29 @@ def main() -> None:
                     tmp = work / f"rec-{row}-{impl}-p{p}-a{attempt}.jsonl"
                     cmd[-1] = str(tmp)
                     busy0, ours0, t0 = machine_busy(), children_cpu(), time.perf_counter()
-                    rc = run_one(cmd, env, a.pause_pid, work / "logs" / f"{row}-{impl}-p{p}-a{attempt}.log")
+                    rc = run_one(cmd, env | extra_env, a.pause_pid, work / "logs" / f"{row}-{impl}-p{p}-a{attempt}.log")
                     wall = time.perf_counter() - t0
                     # the machine's busy time less our timed process's own (and its workers')
                     during = max(0.0, (machine_busy() - busy0) - (children_cpu() - ours0)) / wall
                     disturbed = a.quiet and during >= a.quiet
-                    msg = f"   pass {p} {row:14s} {impl:6s} rc {rc} ({wall:.0f} s wall"
+                    msg = f"   pass {p} {row:14s} {impl:12s} rc {rc} ({wall:.0f} s wall"
                     msg += f", others: {used:.2f} cores before, ~{during:.2f} during" if used is not None else ""
                     msg += ", DISTURBED: again)" if disturbed and attempt <= a.retries else ")"
                     print(msg, flush=True)
                     if not disturbed or attempt > a.retries:
                         if tmp.exists():
-                            with open(out, "a") as f:
+                            with open(records, "a") as f:
                                 f.write(tmp.read_text())
                         break
     table = subprocess.run([py, str(REF / "summarize.py"), str(out)], capture_output=True, text=True).stdout
+    if a.compiled and out_compiled.exists():
+        # the compiled rows against the same theirs: summarize.py pairs "theirs" with "ours" records
+        both = out.with_name(out.stem + "-theirs-vs-compiled.jsonl")
+        theirs_lines = [x for x in open(out) if x.strip() and json.loads(x)["impl"] == "theirs"]
+        both.write_text("".join(theirs_lines) + out_compiled.read_text())
+        table += "\nours with IFHE_COMPILE=1 (torch.compile of the teacher pass), same passes, same theirs:\n"
+        table += subprocess.run([py, str(REF / "summarize.py"), str(both)], capture_output=True,
+                                text=True).stdout
     recs = [json.loads(x) for x in open(out) if x.strip()]
     firsts = [f"{r['row']}: {r['first_s']:.2f} s" for r in recs if r.get("impl") == "ours" and r.get("first_s")]
     text = (f"{header}\n{table}\nour first iterations (not in the medians): {', '.join(firsts)}\n"
