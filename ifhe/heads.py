@@ -80,4 +80,5 @@ def load_head_init(head: HeterogeneityHead, ref: str, stages: tuple[str, ...], t
                         f"teacher is {teacher_ref!r}")
     load_weights_into(head, tensors, path)
     acc = record.get("test_accuracy", meta.get("head_acc"))
-    return f"{path}" + (f" ({acc:.2f}% on the real test set)" if isinstance(acc, (int, float)) else "")
+    where = f"the h shipped with the teacher (pretrained/{record['file']})" if record else path
+    return where + (f" ({acc:.2f}% on the real test set)" if isinstance(acc, (int, float)) else "")
