@@ -27,7 +27,7 @@ from .device import RunRNG, fast_layout, pick_device, seeded_init, set_cpu_threa
 from .distributed import any_rank, barrier, gather_batches, init_from_env
 from .distill import (attention_pairs, evaluate, evaluate_head, kd_step, make_kd_optimizer, prepare_batch)
 from .errors import DataError, DivergenceError, IfheError
-from .heads import head_for, load_head_init
+from .heads import head_for, head_meta, load_head_init
 from .jsonl import JsonlLog
 from .models import create_model
 from .schedules import after_warmup, cosine_lr, multistep_lr
@@ -577,9 +577,8 @@ class Run:
         save_model(self.out / "student.safetensors", self.student, self.dataset, meta)
         from .checkpoint import save_tensors
         save_tensors(self.out / "head.safetensors", self.head.state_dict(),
-                     {"in_features": self.head.in_features, "num_classes": self.head.num_classes,
-                      "hidden": self.head.hidden, "stages": list(self.cfg.synth.h_stages),
-                      "teacher": str(self.cfg.teacher), "head_acc": self.progress.head_acc,
+                     head_meta(self.head, self.cfg.synth.h_stages) |
+                     {"teacher": str(self.cfg.teacher), "head_acc": self.progress.head_acc,
                       "head_training": self.head_training(), "head_updates": self.progress.head_updates})
 
 

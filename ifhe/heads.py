@@ -36,13 +36,21 @@ def head_for(teacher: nn.Module, stages: tuple[str, ...] = DEFAULT_STAGES, hidde
     return HeterogeneityHead(dim, teacher.num_classes, hidden)
 
 
+HEAD_SHAPE_KEYS = ("stages", "hidden", "in_features", "num_classes")   # what a head file's header must say
+
+
+def head_meta(head: HeterogeneityHead, stages: tuple[str, ...]) -> dict:
+    """The header of a head file: what an h reads and its shape (`HEAD_SHAPE_KEYS`)."""
+    return {"stages": list(stages), "hidden": head.hidden, "in_features": head.in_features,
+            "num_classes": head.num_classes}
+
+
 PRETRAINED_HEAD = "pretrained"   # synth.h_init: the head shipped with the teacher (its manifest entry's "head")
 
 
 def _shipped_head(teacher: nn.Module) -> tuple[str, dict]:
     """The file and record of the head shipped with a zoo teacher, checksum verified."""
-    from .checkpoint import CheckpointError, sha256_file
-    from .zoo import PRETRAINED_DIR
+    from .zoo import PRETRAINED_DIR, check_checksum
     entry = getattr(teacher, "zoo_entry", None) or {}
     record = entry.get("head")
     if not record:
@@ -51,8 +59,7 @@ def _shipped_head(teacher: nn.Module) -> tuple[str, dict]:
     path = PRETRAINED_DIR / record["file"]
     if not path.is_file():
         raise IfheError(f"synth.h_init=pretrained: {path} is missing")
-    if sha256_file(path) != record["sha256"]:
-        raise CheckpointError(f"{path}: checksum does not match the manifest (corrupt or replaced file)")
+    check_checksum(path, record)
     return str(path), record
 
 
@@ -69,8 +76,7 @@ def load_head_init(head: HeterogeneityHead, ref: str, stages: tuple[str, ...], t
     else:
         path = str(ref)
     tensors, meta = load_tensors(path)
-    want = {"stages": list(stages), "hidden": head.hidden, "in_features": head.in_features,
-            "num_classes": head.num_classes}
+    want = head_meta(head, stages)
     wrong = {k: meta[k] for k in want if k in meta and meta[k] != want[k]}
     if wrong:
         raise IfheError(f"synth.h_init: {path} is an h with {wrong}, this run's h has "

@@ -79,10 +79,16 @@ def load_teacher(name: str, device: torch.device | str = "cpu", root: Path | Non
         raise IfheError(f"unknown pretrained model {name!r}; available: {known}")
     entry = manifest[name]
     path = root / entry["file"]
-    if verify and path.exists() and sha256_file(path) != entry["sha256"]:
-        raise CheckpointError(f"{path}: checksum does not match the manifest (corrupt or replaced file)")
+    if verify and path.exists():
+        check_checksum(path, entry)
     model, _ = load_model(path, entry["arch"], entry["num_classes"], device)
     return attach_dataset(freeze(fast_layout(model)), entry["dataset"], entry)
+
+
+def check_checksum(path: Path, record: dict) -> None:
+    """A shipped file is the one its manifest record describes (`record["sha256"]`)."""
+    if sha256_file(path) != record["sha256"]:
+        raise CheckpointError(f"{path}: checksum does not match the manifest (corrupt or replaced file)")
 
 
 def attach_dataset(model: nn.Module, dataset: str, entry: dict | None = None) -> nn.Module:
@@ -165,12 +171,12 @@ def publish_head(teacher_name: str, head_file: str | os.PathLike, accuracy: floa
     tensors, meta = load_tensors(head_file)
     if meta.get("teacher") not in (None, teacher_name):
         raise IfheError(f"{head_file}: an h of teacher {meta['teacher']!r}, not {teacher_name!r}")
-    missing = [k for k in ("stages", "hidden", "in_features", "num_classes") if k not in meta]
+    from .heads import HEAD_SHAPE_KEYS
+    missing = [k for k in HEAD_SHAPE_KEYS if k not in meta]
     if missing:
         raise IfheError(f"{head_file}: not a head file (its header lacks {missing})")
     file = f"{teacher_name}.ifhe-head.safetensors"
-    keep = {k: meta[k] for k in ("stages", "hidden", "in_features", "num_classes", "head_training", "head_updates")
-            if k in meta}
+    keep = {k: meta[k] for k in (*HEAD_SHAPE_KEYS, "head_training", "head_updates") if k in meta}
     save_tensors(root / file, tensors, keep | {"teacher": teacher_name, "head_acc": round(accuracy, 2)})
     record = {"file": file, "sha256": sha256_file(root / file), "test_accuracy": round(accuracy, 2),
               "stages": meta["stages"], "hidden": meta["hidden"], "recipe": recipe}
