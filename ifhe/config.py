@@ -26,7 +26,7 @@ OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("cosine", "multistep")
 KL_REDUCTIONS = ("batchmean", "elementmean")  # elementmean: over N x C, F.kl_div's default (ZSKT)
 SCALES = ("reference", "cpu")
-PRECISIONS = ("fp32", "bf16")  # of forward passes; see ifhe.device.autocast
+PRECISIONS = ("auto", "fp32", "bf16")  # of forward passes: auto = what measures faster here (ifhe.precision)
 SCHEDULES = ("one_cycle", "swa")  # learning-rate schedules of supervised training; see ifhe.train
 SWA_BN = ("average", "recompute")  # BN statistics of an SWA model: averaged with the weights, or recomputed
 
@@ -158,6 +158,10 @@ class DistillConfig:
     # for L_H to mean anything (a synthesis-only run of IFHE)
     head_steps: int = 20
     at: float = 0.0                   # attention transfer weight (ZSKT's beta): stages of equal size
+    # the budget rule (README "Budgets"): > 0 gives KD this share of the run's time, as a number of KD steps a
+    # round measured in the first KD round (KD seconds = share / (1 - share) x that round's synthesis seconds)
+    # and fixed from then on; 0 = steps_per_round as set
+    kd_share: float = 0.0
 
     def validate(self) -> "DistillConfig":
         _choice("distill.source", self.source, DISTILL_SOURCES)
@@ -171,6 +175,11 @@ class DistillConfig:
             _positive(f"distill.{name}", getattr(self, name))
         for name in ("momentum", "weight_decay", "at", "lr_min", "grad_clip"):
             _non_negative(f"distill.{name}", getattr(self, name))
+        if not (_is_number(self.kd_share) and 0 <= self.kd_share < 1):
+            raise IfheError(f"distill.kd_share must be a fraction in [0, 1), got {self.kd_share!r}")
+        if self.kd_share > 0 and self.source != "bank":
+            raise IfheError("distill.kd_share sizes KD from a bank; a method that distills from fresh generator "
+                            "samples keeps its own KD steps per generator step")
         if self.lr_min > self.lr:
             raise IfheError(f"distill.lr_min ({self.lr_min}) is above distill.lr ({self.lr})")
         if any(not (_is_number(m) and 0 < m < 1) for m in self.lr_milestones):
@@ -321,6 +330,16 @@ def preset_run(method: str, scale: str = "cpu") -> dict:
     if scale == "cpu":
         run.pop("rounds", None)
     return run
+
+
+def reference_kd_passes(method: str) -> int | None:
+    """Student forward+backward passes (images) of the method's reference run: rounds after the warm-up x KD
+    steps a round x KD batch, from its `--scale reference` preset (the denominator of a run's "share of the
+    reference run's KD sample-passes")."""
+    if method not in METHOD_SPECS:
+        return None
+    cfg = make_config(method, "reference")
+    return int(round(cfg.rounds * (1 - cfg.warmup))) * cfg.distill.steps_per_round * cfg.distill.batch_size
 
 
 def make_config(method: str = "ifhe", scale: str = "cpu", synth: dict | None = None, distill: dict | None = None,

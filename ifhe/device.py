@@ -6,7 +6,10 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 
-from .config import PRECISIONS, _choice
+from .config import _choice
+
+# the arithmetic a pass can run in (a run may also ask for "auto": ifhe.precision picks one of these)
+ARITHMETIC = ("fp32", "bf16")
 
 
 def pick_device(requested: str | None = None, local_rank: int = 0) -> torch.device:
@@ -76,7 +79,7 @@ def fast_layout(module: torch.nn.Module) -> torch.nn.Module:
 
 
 def check_precision(precision: str) -> str:
-    _choice("precision", precision, PRECISIONS)
+    _choice("precision", precision, ARITHMETIC)
     return precision
 
 

@@ -21,7 +21,7 @@ import torch
 
 from .bank import ImageBank, open_bank
 from .checkpoint import atomic_write_text, load_state, save_state
-from .config import RunConfig, dump_yaml, from_dict, to_dict
+from .config import RunConfig, dump_yaml, from_dict, reference_kd_passes, to_dict
 from .data import DATA_ENV, ImageSet, load_split
 from .device import RunRNG, fast_layout, pick_device, seeded_init, set_cpu_threads, tune_cpu_allocator
 from .distributed import any_rank, barrier, gather_batches, init_from_env
@@ -30,6 +30,7 @@ from .errors import DataError, DivergenceError, IfheError
 from .heads import head_for, head_meta, load_head_init
 from .jsonl import JsonlLog
 from .models import create_model
+from .precision import choose_precision, step_probe
 from .schedules import after_warmup, cosine_lr, multistep_lr
 from .synth import InversionSynthesizer
 from .zoo import resolve_teacher, save_model
@@ -142,6 +143,28 @@ class _Progress:
     last_eval_kd: int = 0
     student_acc: float | None = None
     head_acc: float | None = None
+    # compute accounting: seconds on the run's clock (evaluation on its own, outside the budget) and
+    # sample-passes in images (see `COMPUTE_FIELDS`)
+    synth_s: float = 0.0
+    kd_s: float = 0.0
+    eval_s: float = 0.0
+    synth_teacher: int = 0        # teacher forward + input-gradient passes during synthesis
+    synth_student: int = 0        # student forward + input-gradient passes during synthesis (adversarial terms)
+    synth_render: int = 0         # image-steps of the generator or the pixels
+    kd_teacher: int = 0           # teacher forward passes during KD
+    kd_student: int = 0           # student forward + backward passes (KD)
+    kd_step_cap: int | None = None  # KD steps a round fixed by distill.kd_share in the first KD round
+    precision: str | None = None  # the arithmetic this run uses (precision=auto decides it once, at the start)
+
+
+# What a run reports of its compute (result.json, metrics.jsonl, the sweep tables).
+COMPUTE_FIELDS = ("synth_s", "kd_s", "eval_s", "synth_teacher", "synth_student", "synth_render", "kd_teacher",
+                  "kd_student")
+
+
+def compute_record(p: _Progress) -> dict:
+    return {k: round(getattr(p, k), 2) if isinstance(getattr(p, k), float) else getattr(p, k)
+            for k in COMPUTE_FIELDS}
 
 
 def load_run_teacher(cfg: RunConfig, device: torch.device):
@@ -194,9 +217,10 @@ class Run:
         self._lock = threading.Lock()
         # ranks share the student's initialisation and differ in what they synthesize and sample
         self.rng = RunRNG(cfg.seed + 1_000_003 * self.dist.rank, self.device)
+        self._resumed_precision = ((state or {}).get("progress") or {}).get("precision")
         self._build_models(teacher, synthesizer_factory)
         self._build_data(test_set)
-        self.progress = _Progress()
+        self.progress = _Progress(precision=self.precision)
         self.saved_round: int | None = None     # the round of the checkpoint on disk
         self._kd_order: torch.Tensor | None = None
         self._kd_pos = 0
@@ -240,9 +264,10 @@ class Run:
             self.head = head_for(self.teacher, cfg.synth.h_stages, cfg.synth.h_hidden).to(self.device)
         self.head_origin = (load_head_init(self.head, cfg.synth.h_init, cfg.synth.h_stages, self.teacher,
                                            str(cfg.teacher)) if cfg.synth.h_init else "")
+        self.precision, self.precision_choice = self._precision(share)
         with seeded_init(cfg.seed + 1_000_003 * self.dist.rank, self.device):
             self.synth = synthesizer_factory(replace(cfg.synth, batch_size=share[0]), self.teacher, self.student,
-                                             self.head, self.teacher.normalizer, nc, self.device, cfg.precision,
+                                             self.head, self.teacher.normalizer, nc, self.device, self.precision,
                                              rng=self.rng)
         self.kd_batch = share[1]
         d = cfg.distill
@@ -255,6 +280,21 @@ class Run:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.kd_student = DDP(self.student, device_ids=ids)
             self.kd_head = DDP(self.head, device_ids=ids) if d.train_head else None
+
+    def _precision(self, share: tuple[int, int]) -> tuple[str, dict]:
+        """fp32/bf16 as asked, or for `auto` what a probe of this run's passes measures faster here (a resumed
+        run keeps what it started with)."""
+        if self._resumed_precision:
+            return self._resumed_precision, {"how": "resumed"}
+        built: list = []
+
+        def probe(precision: str) -> float:  # built on first use: fp32/bf16 asked for, or a cached answer, need none
+            if not built:
+                built.append(step_probe(self.teacher, self.student, share[0], share[1], self.device))
+            return built[0](precision)
+
+        name = f"{self.cfg.teacher_arch or getattr(self.teacher, 'arch', '?')}-{self.cfg.student}-{share[0]}-{share[1]}"
+        return choose_precision(self.cfg.precision, self.device, probe, name)
 
     def _build_data(self, test_set) -> None:
         cfg, self.note = self.cfg, ""
@@ -382,7 +422,8 @@ class Run:
             if cfg.eval_every and p.kd_steps - p.last_eval_kd >= cfg.eval_every and self.test_set is not None:
                 yield from self._emit(self._evaluate())
                 record |= {"student_acc": p.student_acc, "head_acc": p.head_acc}
-            record |= {"kd_steps": p.kd_steps, "bank_size": len(self.bank), "elapsed_s": round(p.elapsed_s, 2)}
+            record |= {"kd_steps": p.kd_steps, "bank_size": len(self.bank), "elapsed_s": round(p.elapsed_s, 2),
+                       **compute_record(p)}
             if self.dist.is_main:
                 self.metrics.append(record)
             if time.perf_counter() - last_ckpt >= cfg.checkpoint_seconds:
@@ -390,7 +431,13 @@ class Run:
                     path = self.save_checkpoint()
                 yield from self._emit(Checkpointed(p.round, str(path)))
                 last_ckpt = time.perf_counter()
+        yield from self._finish(reason)
+
+    def _finish(self, reason: str):
+        p, clock = self.progress, self.clock
         p.elapsed_s = clock.elapsed()
+        if reason == "rounds" and self._budget_spent():
+            reason = "budget"   # the budget ran out inside the last round
         if self.test_set is not None and p.last_eval_kd != p.kd_steps and p.kd_steps > 0:
             yield from self._emit(self._evaluate())
         with clock.excluded():
@@ -400,6 +447,13 @@ class Run:
                 self._write_result(reason)
         yield from self._emit(Checkpointed(p.round, str(path)))
         yield from self._emit(Finished(p.round, reason, p.student_acc, p.head_acc, p.elapsed_s, len(self.bank)))
+
+    def _budget_spent(self) -> bool:
+        """Whether the time budget is used up: checked before every synthesis and KD step, so that a run
+        overshoots its budget by at most one step (under torchrun only at round boundaries, where the ranks
+        agree)."""
+        budget = self.cfg.budget_minutes
+        return budget is not None and not self.dist.enabled and self.clock.elapsed() >= 60 * budget
 
     def _synthesis_round(self, record: dict):
         cfg, p, synth = self.cfg, self.progress, self.synth
@@ -412,8 +466,11 @@ class Run:
         for it in range(1, n_iter + 1):
             if self._stop.is_set() and not self.dist.enabled:
                 return False
+            if it > 1 and self._budget_spent():
+                break   # the round keeps the best batch of the steps it made
             self._apply_weights()
             rep = synth.step()
+            self._count(rep.passes, "synth_")
             for k, v in rep.losses.items():
                 flag = ~torch.isfinite(v)
                 bad[k] = bad[k] | flag if k in bad else flag
@@ -429,8 +486,11 @@ class Run:
             elif cfg.preview_every and it % cfg.preview_every == 0:
                 images, labels = synth.images()
                 yield from self._emit(SynthStep(p.round, it, None, rate, images, labels))
+        self._check_finite(bad, f"synthesis round {p.round}")
         images, labels = synth.commit()
         self._round_images = self._round_kd_images()
+        self._last_synth_s = self.clock.elapsed() - t0
+        p.synth_s += self._last_synth_s
         if cfg.distill.source == "bank" or (p.round + 1) % synth.cfg.commit_every == 0:
             shard = ""
             info = {"round": p.round, "h_updates": head_updates}
@@ -442,6 +502,11 @@ class Run:
             yield from self._emit(BatchSaved(p.round, len(images) * self.dist.world, len(self.bank), shard))
         return True
 
+    def _count(self, passes: dict[str, int], prefix: str) -> None:
+        p = self.progress
+        for k, n in passes.items():
+            setattr(p, prefix + k, getattr(p, prefix + k) + n)
+
     def _round_kd_images(self) -> torch.Tensor | None:
         """The float batch GAN-style students learn from this round: as scored (DAFL) or re-rendered by the
         updated generator (ZSKT)."""
@@ -452,40 +517,73 @@ class Run:
             return self.synth.regenerated_batch()
         return None
 
+    def _kd_plan(self, head_only: bool) -> tuple[int, float | None]:
+        """KD steps of this round, and the seconds the first KD round of a `distill.kd_share` run is given
+        (its step count then fixes every later round's: the budget rule, README "Budgets")."""
+        d, p = self.cfg.distill, self.progress
+        if head_only:
+            return d.head_steps, None
+        if d.kd_share <= 0:
+            return d.steps_per_round, None
+        if p.kd_step_cap is not None:
+            return p.kd_step_cap, None
+        synth_s = getattr(self, "_last_synth_s", None) or (p.synth_s / max(1, p.round + 1))
+        return 1_000_000, d.kd_share / (1 - d.kd_share) * synth_s
+
     def _kd_round(self, record: dict):
         cfg, p, d = self.cfg, self.progress, self.cfg.distill
         if self.in_warmup():  # Fast-Datafree: the generator learns alone first
             return True
-        steps, head_only = d.steps_per_round, False
-        if steps == 0 and cfg.synth.alpha > 0 and d.train_head and not cfg.bank:
-            steps, head_only = d.head_steps, True   # L_H needs a trained h even when no student is distilled
+        head_only = d.steps_per_round == 0 and d.kd_share <= 0 and cfg.synth.alpha > 0 and d.train_head \
+            and not cfg.bank   # L_H needs a trained h even when no student is distilled
+        steps, seconds = self._kd_plan(head_only)
         bad: dict[str, torch.Tensor] = {}
-        t0, n0 = self.clock.elapsed(), 0
+        t0, n0, k = self.clock.elapsed(), 0, 0
         self._kd_order = None  # a fresh pass over the bank each round, as a DataLoader rebuilt per round
-        for k in range(1, steps + 1):
+        while k < steps:
             if self._stop.is_set() and not self.dist.enabled:
                 return False
-            lr = self._kd_lr()
-            for g in self.opt.param_groups:
-                g["lr"] = lr
-            losses = kd_step(None if head_only else self.kd_student, self.kd_head, self.teacher, self._kd_batch(),
-                             self.opt, d.T, cfg.synth.h_stages, cfg.precision, d.at, self.at_pairs,
-                             d.kl_reduction, d.grad_clip)
-            p.head_updates += self.kd_head is not None
+            if self._budget_spent() or (seconds is not None and k > 0 and self.clock.elapsed() - t0 >= seconds):
+                break
+            k += 1
+            losses = self._kd_step(head_only)
             if head_only:
                 continue
-            p.kd_steps += 1
             n0 += d.batch_size
             for name, v in losses.items():
                 flag = ~torch.isfinite(v)
                 bad[name] = bad[name] | flag if name in bad else flag
             if k % cfg.log_every == 0 or k == steps:
-                self._check_finite(bad, f"distillation round {p.round}, step {k}")
-                vals = {n: float(v) for n, v in losses.items()}
-                record["kd"] = vals
-                rate = n0 / max(self.clock.elapsed() - t0, 1e-9)
-                yield from self._emit(KDStep(p.round, p.kd_steps, vals, lr, rate))
+                yield from self._emit_kd(record, bad, losses, k, n0, t0)
+        if bad and k % cfg.log_every and k != steps:
+            yield from self._emit_kd(record, bad, losses, k, n0, t0)
+        if seconds is not None and not self._budget_spent():
+            p.kd_step_cap = max(1, k)
+        p.kd_s += self.clock.elapsed() - t0
         return True
+
+    def _kd_step(self, head_only: bool) -> dict[str, torch.Tensor]:
+        p, d, cfg = self.progress, self.cfg.distill, self.cfg
+        lr = self._kd_lr()
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        x = self._kd_batch()
+        losses = kd_step(None if head_only else self.kd_student, self.kd_head, self.teacher, x, self.opt, d.T,
+                         cfg.synth.h_stages, self.precision, d.at, self.at_pairs, d.kl_reduction, d.grad_clip)
+        p.head_updates += self.kd_head is not None
+        p.kd_teacher += len(x)
+        if not head_only:
+            p.kd_steps += 1
+            p.kd_student += len(x)
+        return losses
+
+    def _emit_kd(self, record: dict, bad: dict, losses: dict, k: int, n0: int, t0: float):
+        p = self.progress
+        self._check_finite(bad, f"distillation round {p.round}, step {k}")
+        vals = {n: float(v) for n, v in losses.items()}
+        record["kd"] = vals
+        rate = n0 / max(self.clock.elapsed() - t0, 1e-9)
+        yield from self._emit(KDStep(p.round, p.kd_steps, vals, self.opt.param_groups[0]["lr"], rate))
 
     def _kd_lr(self) -> float:
         d = self.cfg.distill
@@ -548,7 +646,11 @@ class Run:
 
     def _evaluate(self) -> Evaluated:
         with self.clock.excluded():
-            return self._evaluate_now()
+            t = self.clock.now()
+            try:
+                return self._evaluate_now()
+            finally:
+                self.progress.eval_s += self.clock.now() - t
 
     def _evaluate_now(self) -> Evaluated:
         p = self.progress
@@ -566,7 +668,14 @@ class Run:
                   "head_acc": p.head_acc,
                   "test_images": len(self.test_set) if self.test_set is not None else None,
                   "method": self.cfg.method, "teacher": self.cfg.teacher, "student": self.cfg.student,
-                  "seed": self.cfg.seed, "head_training": self.head_training()}
+                  "seed": self.cfg.seed, "head_training": self.head_training(), "precision": self.precision,
+                  "precision_requested": self.cfg.precision, "precision_choice": self.precision_choice,
+                  "clock": self.cfg.clock,
+                  "budget_minutes": self.cfg.budget_minutes, "threads": torch.get_num_threads(),
+                  "compute": compute_record(p) | {"reference_kd_student": reference_kd_passes(self.cfg.method),
+                                                   "kd_steps_per_round": p.kd_step_cap}}
+        ref = result["compute"]["reference_kd_student"]
+        result["compute"]["share_of_reference_kd"] = round(p.kd_student / ref, 6) if ref else None
         self.metrics.append(result)
         atomic_write_text(self.out / "result.json", json.dumps(result, indent=1))
 

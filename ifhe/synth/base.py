@@ -19,6 +19,8 @@ class StepReport:
     iteration: int
     losses: dict[str, torch.Tensor]
     metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+    # images through each network in this step (host ints, no sync): the run's compute accounting
+    passes: dict[str, int] = field(default_factory=dict)
 
 
 class ImageParametrization(Protocol):

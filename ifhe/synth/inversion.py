@@ -195,7 +195,10 @@ class InversionSynthesizer(Synthesizer):
         metrics = {}
         if tensors.head_logits is not None:  # is h learning? its agreement with the teacher on this batch
             metrics["h_agree"] = (tensors.head_logits.argmax(1) == t_logits.argmax(1)).float().mean().detach()
-        return StepReport(self.round, self.iteration, report, metrics)
+        # forward + input-gradient passes (images), and image-steps of the generator or pixels
+        passes = {"teacher": views.shape[0], "student": b if tensors._student_logits is not None else 0,
+                  "render": b}
+        return StepReport(self.round, self.iteration, report, metrics, passes)
 
     def _probe(self, stages: tuple[str, ...], instance_means: bool, rows: int) -> tuple[TeacherProbe, Callable]:
         """The teacher pass of a step (a `TeacherProbe`, compiled where `ifhe.device.compile_enabled()`), one per
