@@ -1,66 +1,23 @@
-"""What the pages offer to choose from, read without importing torch: the shipped models of the zoo (with their
-role: a teacher, or a scratch-trained student kept for comparison), the student architectures, the
-teacher/student pairs (every shipped teacher with each student, and the paper's pairs) and the figures measured
-for a pair (run folders and sweep results).
+"""What the pages offer to choose from, read without importing torch: the teacher/student pairs (every shipped
+teacher with each student architecture, and the paper's pairs) and the figures measured for a pair (run folders
+and sweep results).
 
 The Synthesize page is the first page a user sees; importing torch (2-3 s here) before drawing it made the first
-page take 7-10 s. `ifhe.zoo` and `ifhe.models` import torch at module level, so this module reads the zoo's
-manifest itself and mirrors the registry's architecture names (tests/test_app.py pins both to the engine's).
+page take 7-10 s. The shipped models, their roles and the architecture names come from the engine's torch-free
+catalogue (`ifhe.catalog`); what is here is the app's own.
 """
 from __future__ import annotations
 
 import json
-import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ifhe.errors import IfheError
+import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-# ifhe.models.ARCHITECTURES, in its order (test_catalog_matches_the_engine keeps them equal)
-ARCHITECTURES = ("wrn16_1", "wrn16_2", "wrn40_1", "wrn40_2", "resnet18", "resnet34", "vgg11_bn")
-ROLES = ("teacher", "student")
+from ifhe.catalog import ARCHITECTURES, default_teacher, read_manifest, teachers  # noqa: F401 (the pages' names)
+from ifhe.paper import PAIR_ARCHS
 
-
-def pretrained_dir() -> Path:
-    """The zoo's folder: ifhe.zoo.PRETRAINED_DIR once that is imported, else the same rule it follows."""
-    # the module is in sys.modules before its body has run: while the warm-up thread imports it, it has no
-    # PRETRAINED_DIR yet (a page drawn at that moment failed with AttributeError)
-    known = getattr(sys.modules.get("ifhe.zoo"), "PRETRAINED_DIR", None)
-    if known is not None:
-        return Path(known)
-    return Path(os.environ.get("IFHE_PRETRAINED", ROOT / "pretrained"))
-
-
-def manifest() -> dict[str, dict]:
-    """pretrained/manifest.json ({} when there is none)."""
-    path = pretrained_dir() / "manifest.json"
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise IfheError(f"{path}: cannot be read as the zoo's manifest ({e})") from None
-    return data if isinstance(data, dict) else {}
-
-
-def role_of(entry: dict) -> str:
-    """A manifest entry's role; entries published before roles existed were all teachers."""
-    return entry.get("role", "teacher")
-
-
-def teachers(dataset: str) -> list[str]:
-    """The shipped teachers of `dataset`, best test accuracy first (scratch-trained students left out)."""
-    entries = [(name, e) for name, e in manifest().items()
-               if e.get("dataset") == dataset and role_of(e) == "teacher"]
-    entries.sort(key=lambda ne: (-(ne[1].get("test_accuracy") or 0.0), ne[0]))
-    return [name for name, _ in entries]
-
-
-def default_teacher(dataset: str) -> str | None:
-    names = teachers(dataset)
-    return names[0] if names else None
+from .runs import find_sweeps
 
 
 def arch_label(arch: str | None) -> str:
@@ -77,7 +34,7 @@ def arch_label(arch: str | None) -> str:
 
 
 def teacher_label(name: str) -> str:
-    e = manifest().get(name, {})
+    e = read_manifest().get(name, {})
     acc = e.get("test_accuracy")
     arch = arch_label(e.get("arch"))
     return f"{name} ({arch}, {acc:.1f}% test)" if acc is not None else f"{name} ({arch})"
@@ -111,8 +68,7 @@ UPLOAD = "upload"   # the picker's value for "a teacher of my own"
 def pairs(dataset: str) -> list[Pair]:
     """Every shipped teacher of `dataset` (best first) with each student architecture (the paper's students
     first), then the paper's pairs whose teacher architecture is not shipped."""
-    from ifhe.paper import PAIR_ARCHS
-    entries = manifest()
+    entries = read_manifest()
     out = []
     for name in teachers(dataset):
         t_arch = entries[name].get("arch", "?")
@@ -178,7 +134,6 @@ def _run_figures(runs_dir: Path) -> dict[tuple[str, str], list[Figure]]:
             if not isinstance(status, dict) or not (run / "config.yaml").is_file():
                 continue
             try:
-                import yaml
                 cfg = yaml.safe_load((run / "config.yaml").read_text()) or {}
             except Exception:
                 continue
@@ -195,7 +150,6 @@ def _run_figures(runs_dir: Path) -> dict[tuple[str, str], list[Figure]]:
 
 def _sweep_figures(roots) -> dict[tuple[str, str], list[Figure]]:
     """From the results.json of `ifhe reproduce` sweeps: each variant's mean over its seeds."""
-    from .compare_data import find_sweeps
     out: dict[tuple[str, str], list[Figure]] = {}
     for label, path in find_sweeps(roots):
         data = _read_json(path)

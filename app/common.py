@@ -2,17 +2,20 @@
 the live views. The pages themselves only lay these out."""
 from __future__ import annotations
 
+import base64
 import time
 from pathlib import Path
 
 import streamlit as st
 
-from ifhe.config import METHODS, PRECISIONS
+from ifhe.config import METHODS, PRECISIONS, preset
 from ifhe.errors import IfheError
 from ifhe.methods import METHOD_LABELS
+from ifhe.terms import TERMS, WEIGHTS
 
 from . import catalog, figures, files, forms, grids
 from .jobs import JobLimitError, registry
+from .runs import results_dir
 
 # Live views poll the job's snapshot in fragments. Each rerun costs the browser tens of milliseconds of layout on
 # this page (headless Chromium on the same 2 cores: ~5% of a core per rerun a second), so the grid refreshes twice
@@ -68,7 +71,6 @@ def _form_from_job(job) -> None:
         ss["teacher"] = cfg.teacher
     s, d = cfg.synth, cfg.distill
     snap = job.snapshot()
-    from ifhe.terms import WEIGHTS
     ss.update({w: snap.weights.get(w, getattr(s, w)) for w in WEIGHTS})
     ss.update(lr_g=s.lr_g, lr_z=s.lr_z, batch=s.batch_size,
               iterations=s.iterations, tau=d.T, student=cfg.student, seed=cfg.seed)
@@ -78,7 +80,6 @@ def _form_from_job(job) -> None:
 
 def favicon() -> str:
     """Four coloured squares, as an SVG data URI: no image library to import for the first page."""
-    import base64
     squares = "".join(f'<rect x="{2 + (i % 2) * 15}" y="{2 + (i // 2) * 15}" width="13" height="13" fill="{c}"/>'
                       for i, c in enumerate(("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")))
     svg = f'<svg xmlns="http://www.w3.org/2000/svg" width="32" height="32">{squares}</svg>'
@@ -223,14 +224,13 @@ def _measured(runs_dir: str, results_dir: str) -> dict:
 
 
 def measured_figures() -> dict:
-    from .compare_data import results_dir
     return _measured(str(registry().base_dir), str(results_dir()))
 
 
 def _pair_label(pair: catalog.Pair, figures: dict) -> str:
     if pair.teacher is None:
         return f"{pair.title} · the paper's pair · teacher not shipped"
-    acc = catalog.manifest().get(pair.teacher, {}).get("test_accuracy")
+    acc = catalog.read_manifest().get(pair.teacher, {}).get("test_accuracy")
     text = f"{pair.title} · {pair.teacher}" + (f" ({acc:.1f}% test)" if acc is not None else "")
     if pair.paper:
         text += " · the paper's pair"
@@ -248,7 +248,7 @@ def pair_text() -> str:
         return f"**Teacher** {ss.get('teacher_summary') or '(no upload yet)'} → **student** {student}"
     if teacher.startswith("paper:"):
         return f"**Teacher** {catalog.arch_label(teacher[6:])} (not shipped) → **student** {student}"
-    arch = catalog.manifest().get(teacher, {}).get("arch")
+    arch = catalog.read_manifest().get(teacher, {}).get("arch")
     return f"**Teacher** {catalog.arch_label(arch)} ({teacher}) → **student** {student}"
 
 
@@ -333,8 +333,6 @@ def _term_slider(term, adv_kind: str) -> None:
 
 def weight_sliders() -> None:
     """One slider per loss term of ifhe.terms.TERMS: the paper's α, β, γ always, the preset's other terms below."""
-    from ifhe.config import preset
-    from ifhe.terms import TERMS
     ss = st.session_state
     synth = preset(ss["method"], "cpu")[0]
     for term in TERMS:

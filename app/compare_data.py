@@ -3,12 +3,15 @@ lists), and from the results.json of `ifhe reproduce` sweeps (intervals over see
 bands)."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from ifhe import paper
+from ifhe.catalog import teacher_info
+from ifhe.sweep_stats import load_results
+from ifhe.sweep_report import machine_statement
+
 from .catalog import arch_label
-from .runs import RunInfo, arch_of_teacher
+from .runs import RunInfo
+
+# pandas and plotly take a second or two to import: only the functions that draw import them
 
 
 def runs_frame(runs: list[RunInfo]):
@@ -17,19 +20,11 @@ def runs_frame(runs: list[RunInfo]):
 
 
 def _dataset(run: RunInfo) -> str:
-    t = run.teacher
-    if t.endswith(".safetensors"):
-        from ifhe.checkpoint import read_meta
-        try:
-            return read_meta(t).get("dataset") or "cifar10"
-        except Exception:
-            return "cifar10"
-    from ifhe.zoo import read_manifest
-    return read_manifest().get(t, {}).get("dataset", "cifar10")
+    return teacher_info(run.teacher).get("dataset") or "cifar10"
 
 
 def _pair(run: RunInfo) -> str:
-    return f"{arch_label(arch_of_teacher(run.teacher))}/{arch_label(run.student)}"
+    return f"{arch_label(teacher_info(run.teacher).get('arch'))}/{arch_label(run.student)}"
 
 
 def alpha_points(runs: list[RunInfo]) -> dict[str, list[tuple[float, float]]]:
@@ -58,11 +53,9 @@ def measured_table(runs: list[RunInfo], dataset: str):
         pair = _pair(r)
         col = cells.setdefault(pair, {})
         col[label] = max(col.get(label, float("-inf")), float(r.final_acc))
-        if not r.teacher.endswith(".safetensors"):
-            from ifhe.zoo import read_manifest
-            acc = read_manifest().get(r.teacher, {}).get("test_accuracy")
-            if acc is not None:
-                teachers[pair] = acc
+        acc = teacher_info(r.teacher).get("test_accuracy")   # shipped teachers only
+        if acc is not None:
+            teachers[pair] = acc
     if not cells:
         return None
     rows = ["Teacher"] + [r for r in paper.ROWS if r not in ("Teacher", "Student")]
@@ -74,58 +67,11 @@ def measured_table(runs: list[RunInfo], dataset: str):
 
 # ---- sweeps of `ifhe reproduce`: seeds, intervals, paired differences, curves with bands --------------------
 
-RESULTS_FILE = "results.json"
 BANDS = {"min–max over seeds": ("min", "max"), "95% t interval of the mean": ("low", "high")}
-
-
-def results_dir():
-    """Where the committed sweeps live: $IFHE_APP_RESULTS, else the checkout's results/."""
-    env = os.environ.get("IFHE_APP_RESULTS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "results"
-
-
-def find_sweeps(roots, max_depth: int = 3) -> list[tuple[str, Path]]:
-    """(label, results.json) of every sweep folder under `roots`, at most `max_depth` folders down; symlinks
-    are not followed, run folders (runs/, bank/) not entered."""
-    found: list[tuple[str, Path]] = []
-    seen = set()
-    for root in roots:
-        root = Path(root)
-        if not root.is_dir():
-            continue
-        stack = [(root, 0)]
-        while stack:
-            folder, depth = stack.pop()
-            f = folder / RESULTS_FILE
-            if f.is_file() and not f.is_symlink() and f.resolve() not in seen and _is_sweep(f):
-                seen.add(f.resolve())
-                found.append((f"{root.name}/{folder.relative_to(root)}".rstrip("/.") or root.name, f))
-            if depth >= max_depth:
-                continue
-            try:
-                children = sorted(p for p in folder.iterdir()
-                                  if p.is_dir() and not p.is_symlink() and p.name not in ("runs", "bank", "cells"))
-            except OSError:
-                continue
-            stack.extend((c, depth + 1) for c in reversed(children))
-    return found
-
-
-def _is_sweep(path: Path) -> bool:
-    """Whether a results.json is a sweep's (other tools write files of that name too)."""
-    import json
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
-        return True  # listed, so that the page can say what is wrong with it
-    if isinstance(data, dict):
-        return "cells" in data
-    return isinstance(data, list) and bool(data) and all(isinstance(c, dict) and "variant" in c for c in data)
 
 
 def read_sweep_results(path) -> dict:
     """results.json of a sweep (older ones, a bare list of cells, are analysed on reading)."""
-    from ifhe.reproduce import load_results
     return load_results(path)
 
 
@@ -217,7 +163,6 @@ def means_figure(res: dict):
 
 def machine_text(res: dict) -> str:
     """What table.md says about the machine(s), for the page."""
-    from ifhe.reproduce import machine_statement
     if not res.get("machines"):
         return "**Machine:** not recorded."
     return machine_statement(res)

@@ -8,8 +8,11 @@ import secrets
 import time
 from pathlib import Path
 
+from ifhe.catalog import teacher_info
 from ifhe.errors import IfheError
+from ifhe.fileio import looks_like_pickle
 
+# ifhe.data and ifhe.zoo import torch: imported where used, as the first page reads this module before it draws
 DEFAULT_UPLOAD_MB = 200
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 
@@ -84,9 +87,7 @@ def validate_upload(filename: str, data: bytes, arch: str | None, dataset: str, 
     the architecture's keys and shapes and the class count of `dataset` are checked. The stored copy is
     re-written by us with the dataset recorded, under a random name in `dest_dir`.
     """
-    from ifhe.checkpoint import looks_like_pickle
-    from ifhe.data import NUM_CLASSES
-    from ifhe.zoo import freeze, load_model, save_model
+    from ifhe.zoo import resolve_teacher, save_model
     limit_mb = limit_mb or upload_limit_mb()
     shown = Path(filename or "upload").name
     if len(data) > limit_mb * 1024 * 1024:
@@ -101,20 +102,21 @@ def validate_upload(filename: str, data: bytes, arch: str | None, dataset: str, 
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(8)
-    tmp = dest / f".upload-{token}.tmp"
+    tmp = dest / f".upload-{token}.safetensors"  # a file name, so that it is read as a file
     tmp.write_bytes(data)
     try:
         try:
-            model, meta = load_model(tmp, arch or None, NUM_CLASSES[dataset])
+            recorded = teacher_info(tmp).get("dataset")
+            if recorded and recorded != dataset:
+                raise IfheError(f"{shown}: a {recorded} model; pick that dataset or another file")
+            model = resolve_teacher(tmp, arch or None, dataset=dataset)
         except IfheError as e:
             msg = str(e).replace(str(tmp), shown)
             if "no architecture recorded" in msg:
                 msg = f"{shown}: the file does not record its architecture; choose it in the list above"
             raise IfheError(msg) from None
-        if meta.get("dataset") and meta["dataset"] != dataset:
-            raise IfheError(f"{shown}: a {meta['dataset']} model; pick that dataset or another file")
         out = dest / f"teacher-{token}.safetensors"
-        save_model(out, freeze(model), dataset, {"uploaded_as": shown})
+        save_model(out, model, dataset, {"uploaded_as": shown})
     finally:
         tmp.unlink(missing_ok=True)
     return out, f"{shown}: {model.arch}, {model.num_classes} classes, {dataset}"

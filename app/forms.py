@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from ifhe.config import make_config, preset
 from ifhe.errors import IfheError
+from ifhe.terms import WEIGHTS
+
+from .catalog import arch_label
 
 DEFAULT_BATCH = 16            # small batches keep the live grid moving on a CPU
 
 
 def form_defaults(method: str) -> dict[str, Any]:
     """The preset's values for the widgets a method changes (CPU scale, the app's small batch)."""
-    from ifhe.config import preset
     s, d = preset(method, "cpu")
     gan_style = s.param == "generator" and s.lr_z == 0  # DAFL, ZSKT, DFQ: a round is one generator step
-    from ifhe.terms import WEIGHTS
     return {**{w: getattr(s, w) for w in WEIGHTS}, "lr_g": s.lr_g, "lr_z": s.lr_z,
             "iterations": s.iterations, "batch": DEFAULT_BATCH, "tau": d.T, "kd_steps": d.steps_per_round,
             "kd_batch": d.batch_size, "kd_lr": d.lr, "rounds": 2000 if gan_style else 100,
@@ -23,8 +25,6 @@ def form_defaults(method: str) -> dict[str, Any]:
 
 def build_config(v: dict, kind: str):
     """A validated RunConfig from the form values `v`; kind 'synth' (synthesis first) or 'distill'."""
-    from ifhe.config import make_config
-    from ifhe.terms import WEIGHTS
     synth = {**{w: float(v[w]) for w in WEIGHTS if v.get(w) is not None},
              "lr_g": float(v["lr_g"]), "lr_z": float(v["lr_z"]), "batch_size": int(v["batch"]),
              "iterations": int(v["iterations"])}
@@ -36,7 +36,6 @@ def build_config(v: dict, kind: str):
                     "lr": float(v["kd_lr"])}
     teacher = v.get("teacher_path") if v.get("teacher") == "upload" else v.get("teacher")
     if teacher and teacher.startswith("paper:"):
-        from .catalog import arch_label
         raise IfheError(f"no {arch_label(teacher[6:])} teacher is shipped: upload one, or train it with the "
                         f"command shown under the pair")
     if not teacher:

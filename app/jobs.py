@@ -26,17 +26,26 @@ import threading
 import weakref
 import time
 import traceback
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-ACTIVE_STATES = ("starting", "running", "paused", "stopping")
-MAX_HISTORY = 2000            # points per curve kept in a snapshot (older points are thinned, never dropped all)
+from ifhe.catalog import teacher_info
+from ifhe.config import dump_yaml
+from ifhe.errors import IfheError
+
+from .files import data_status, new_run_name, safe_path
+from .grids import compose_bank_by_class, compose_grid, spread_indices
+from .snapshot import ACTIVE_STATES, Snapshot, class_names, thin, weights_of
+from .warmup import join_warm_up, stop_warm_up
+
+# torch and the engine's modules that import it are imported inside the job thread's functions: the first page
+# reads this module before it draws, and torch takes seconds to import
+
 GRID_INTERVAL_S = 0.25        # at most this often the job thread composes a new image grid (when one was drawn)
 BANK_INTERVAL_S = 2.0         # ... and a new bank-by-class picture
 GRID_MAX_IMAGES = 32          # the grid shows an evenly spaced subset of larger batches
 RATE_WINDOW = 8               # iterations per second shown: wall time of the last few steps of the round
-WARM_UP_DELAY_S = 1.0         # the warm-up starts this long after the first page was sent
 STOP_WAIT_S = 8.0             # at exit, how long each run gets to reach a step boundary and save
 
 
@@ -65,75 +74,6 @@ def default_threads(max_jobs: int) -> int:
         return max(1, int(env))
     # one core stays free for the web server; the rest is shared by the job slots
     return max(1, ((os.cpu_count() or 2) - 1) // max(1, max_jobs))
-
-
-@dataclass
-class Snapshot:
-    """What a page needs to draw a job; a copy, safe to read without the job's lock."""
-
-    kind: str                                   # synth (synthesis first) | distill (rounds of synthesis + KD)
-    method: str
-    out_dir: str
-    run_name: str
-    state: str = "starting"
-    message: str = ""                           # error text, or why it stopped
-    note: str = ""                              # e.g. "no real test data: purely data-free"
-    rounds: int = 0
-    iterations: int = 0                         # synthesis iterations per round
-    kd_steps_per_round: int = 0
-    round: int = 0
-    iteration: int = 0
-    steps: int = 0                              # synthesis steps seen so far (all rounds)
-    kd_steps: int = 0
-    bank_size: int = 0
-    it_per_s: float = 0.0                       # synthesis iterations per wall second within the round, as seen here
-    images_per_s: float = 0.0
-    lr: float = 0.0
-    weights: dict = field(default_factory=dict)
-    synth_losses: list = field(default_factory=list)    # {"step", "round", <term>: value}
-    kd_losses: list = field(default_factory=list)       # {"kd_steps", "round", kd_student, kd_head}
-    accuracy: list = field(default_factory=list)        # {"kd_steps", "round", "elapsed_s", student_acc, head_acc}
-    class_counts: list = field(default_factory=list)
-    classes: tuple = ()
-    grid_png: bytes | None = None
-    grid_version: int = 0
-    grid_caption: str = ""
-    bank_png: bytes | None = None
-    student_acc: float | None = None
-    head_acc: float | None = None
-    h_agree: float | None = None                # h's agreement with the teacher on the current batch (L_H on)
-    head_training: str = ""                     # how this run trains h (the engine's words)
-    student_file: str | None = None             # a downloadable student (final, or an on-demand export)
-    exports: int = 0                            # on-demand exports done
-    started_at: float = 0.0
-    first_grid_s: float | None = None           # seconds from submit to the first grid
-    elapsed_s: float = 0.0
-    events: int = 0
-
-    @property
-    def active(self) -> bool:
-        return self.state in ACTIVE_STATES
-
-
-def _weights(cfg) -> dict[str, float]:
-    from ifhe.terms import WEIGHTS
-    return {k: getattr(cfg.synth, k) for k in WEIGHTS}
-
-
-def _thin(history: list) -> None:
-    """Keep a long curve bounded: drop every other old point once it is over MAX_HISTORY."""
-    if len(history) > MAX_HISTORY:
-        head = history[:MAX_HISTORY // 2][::2]
-        history[:] = head + history[MAX_HISTORY // 2:]
-
-
-def class_names(dataset: str, n: int, known: tuple | None = None) -> tuple[str, ...]:
-    if known and len(known) >= n:
-        return tuple(known)
-    if dataset == "cifar10" and n == 10:
-        from ifhe.data import CIFAR10_CLASSES
-        return CIFAR10_CLASSES
-    return tuple(str(i) for i in range(n))
 
 
 class Job:
@@ -166,7 +106,7 @@ class Job:
         self._snap = Snapshot(kind=kind, method=cfg.method, out_dir=str(self.out), run_name=self.out.name,
                               rounds=cfg.rounds, iterations=cfg.synth.iterations,
                               kd_steps_per_round=cfg.distill.steps_per_round,
-                              weights=_weights(cfg), started_at=time.time())
+                              weights=weights_of(cfg), started_at=time.time())
         self.thread = threading.Thread(target=self._main, name=f"ifhe-job-{self.out.name}", daemon=True)
 
     # ---- control (any thread) ------------------------------------------------------------------------------
@@ -243,7 +183,6 @@ class Job:
             self._snap.weights.update({k: float(v) for k, v in weights.items()})
 
     def config_yaml(self) -> str:
-        from ifhe.config import dump_yaml
         run = self.run
         cfg = replace(self.cfg, synth=run.synth.cfg) if run is not None else self.cfg
         return dump_yaml(cfg)
@@ -260,7 +199,6 @@ class Job:
 
     def _main(self) -> None:
         import torch
-        from ifhe.errors import IfheError
         default_threads = torch.get_num_threads()  # the process default, for threads started later
         try:
             torch.set_num_threads(self.threads)
@@ -385,7 +323,7 @@ class Job:
                 s.it_per_s = (len(times) - 1) / (times[-1] - times[0])
             if ev.losses:
                 s.synth_losses.append({"step": s.steps, "round": ev.round, **ev.losses})
-                _thin(s.synth_losses)
+                thin(s.synth_losses)
             if ev.metrics and "h_agree" in ev.metrics:
                 s.h_agree = ev.metrics["h_agree"]
             if ev.images is not None:
@@ -415,7 +353,7 @@ class Job:
             s = self._snap
             s.kd_steps, s.round, s.images_per_s, s.lr = ev.step, ev.round, ev.images_per_s, ev.lr
             s.kd_losses.append({"kd_steps": ev.step, "round": ev.round, **ev.losses})
-            _thin(s.kd_losses)
+            thin(s.kd_losses)
 
     def _on_eval(self, run, ev) -> None:
         with self._cond:
@@ -460,7 +398,6 @@ class Job:
 
     def _grid(self, run, images, labels, probs=None) -> bytes:
         import torch
-        from .grids import compose_grid, spread_indices
         idx = spread_indices(len(images), GRID_MAX_IMAGES)
         images, labels = images[idx], labels[idx]
         if probs is None:  # the engine did not hand over the teacher's view of the batch: one more pass
@@ -476,7 +413,6 @@ class Job:
         return compose_grid(images, labels, conf, pred, self._snap.classes)
 
     def _bank_picture(self, run) -> bytes:
-        from .grids import compose_bank_by_class
         return compose_bank_by_class(run.bank.images, run.bank.labels, self._snap.classes)
 
     def _write_status(self) -> None:
@@ -525,7 +461,6 @@ class JobRegistry:
     def submit(self, cfg, kind: str = "synth", run_name: str | None = None, evaluate: bool = True,
                teacher=None) -> Job:
         """Start a run in a background thread; raises JobLimitError when every slot is busy."""
-        from .files import new_run_name, safe_path
         self.base_dir.mkdir(parents=True, exist_ok=True)
         with self._lock:
             if self._closing:
@@ -538,9 +473,8 @@ class JobRegistry:
             name = run_name or new_run_name(cfg.method)
             out = safe_path(self.base_dir, name)
             if out.exists() and any(out.iterdir()):
-                from ifhe.errors import IfheError
                 raise IfheError(f"run folder {name!r} already exists under {self.base_dir}; pick another name")
-            _warm["stop"].set()  # a run is starting: it warms up by itself, the warm-up would only slow it
+            stop_warm_up()  # a run is starting: it warms up by itself, the warm-up would only slow it
             job_id = secrets.token_urlsafe(16)
             evaluate = evaluate and cfg.distill.steps_per_round > 0  # nothing to evaluate without KD
             job = Job(job_id, cfg, out, kind, self.threads, self._load_test_set if evaluate else None,
@@ -562,7 +496,6 @@ class JobRegistry:
         key = (dataset, cfg.data, os.environ.get("IFHE_DATA"), cfg.eval_images)
         with self._test_lock:
             if key not in self._test_sets:
-                from .files import data_status
                 ok, msg = data_status(dataset) if not cfg.data else (True, "")
                 # checking first avoids importing torchvision just to learn that nothing is there
                 self._test_sets[key] = load_test_set(dataset, cfg.data, cfg.eval_images) if ok else (None, msg)
@@ -591,11 +524,7 @@ class JobRegistry:
 
 
 def _teacher_dataset(cfg) -> str:
-    if cfg.teacher.endswith(".safetensors"):
-        from ifhe.checkpoint import read_meta
-        return read_meta(cfg.teacher).get("dataset") or "cifar10"
-    from ifhe.zoo import read_manifest
-    return read_manifest().get(cfg.teacher, {}).get("dataset", "cifar10")
+    return teacher_info(cfg.teacher).get("dataset") or "cifar10"
 
 
 def registry() -> JobRegistry:
@@ -603,77 +532,9 @@ def registry() -> JobRegistry:
     return _cached_registry()
 
 
-# ---- warm-up and a clean exit ------------------------------------------------------------------------------
+# ---- a clean exit ------------------------------------------------------------------------------------------
 
 _REGISTRIES: "weakref.WeakSet[JobRegistry]" = weakref.WeakSet()
-_warm = {"thread": None, "stop": threading.Event(), "lock": threading.Lock()}
-
-
-def start_warm_up() -> None:
-    """Start warming up once per process, in the background (pages call this after they have been drawn, so
-    the first page does not share the interpreter with torch's import). Off with IFHE_APP_WARMUP=0."""
-    if os.environ.get("IFHE_APP_WARMUP", "1") == "0":
-        return
-    with _warm["lock"]:
-        if _warm["thread"] is not None:
-            return
-        t = threading.Thread(target=warm_up, args=(_warm["stop"],), name="ifhe-warm-up", daemon=True)
-        _warm["thread"] = t
-        t.start()
-
-
-def warm_up(stop: threading.Event | None = None) -> None:
-    """Import and exercise what the first run needs: torch imports its compiler stack on the first optimizer
-    step (about a second) and first calls allocate; done here, in the background, the first Start is as
-    quick as the next ones. Between its parts it gives up when `stop` is set (the process is exiting)."""
-    stop = stop or threading.Event()
-    t0 = time.perf_counter()
-    if stop.wait(WARM_UP_DELAY_S):  # the browser is still drawing the page that started this
-        return
-    try:
-        import torch
-        if stop.is_set():
-            return
-        from ifhe.config import preset
-        from ifhe.heads import head_for
-        from ifhe.models import create_model
-        from ifhe.synth import InversionSynthesizer
-        from ifhe.zoo import attach_dataset, freeze, load_teacher
-        import ifhe.experiment  # noqa: F401
-        import plotly.graph_objects  # noqa: F401  (the pages' charts; slow to import the first time)
-        from .catalog import default_teacher
-        from .forms import DEFAULT_BATCH
-        from .grids import compose_grid
-        if stop.is_set():
-            return
-        default_threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            # the default path: the default teacher, IFHE, the app's batch (kernels are made per shape)
-            name = default_teacher("cifar10")
-            teacher = (load_teacher(name) if name else
-                       attach_dataset(freeze(create_model("wrn16_2", 10)), "cifar10"))
-            nc = teacher.num_classes
-            student = create_model("wrn16_1", nc).to(memory_format=torch.channels_last)
-            s, _ = preset("ifhe", "cpu")
-            s = replace(s, batch_size=DEFAULT_BATCH, iterations=2)
-            synth = InversionSynthesizer(s, teacher, student, head_for(teacher, s.h_stages, s.h_hidden),
-                                         teacher.normalizer, nc, torch.device("cpu"))
-            synth.start_round(0)
-            for _ in range(2):
-                if stop.is_set():
-                    return
-                synth.step()
-            x, y = synth.images()
-            with torch.inference_mode():
-                teacher(teacher.normalizer(x.float() / 255).contiguous(memory_format=torch.channels_last))
-            compose_grid(x, y, torch.ones(len(y)), y, ())
-        finally:
-            torch.set_num_threads(default_threads)
-    except Exception:  # warming up is an optimization; never let it disturb the server
-        traceback.print_exc()
-    if os.environ.get("IFHE_APP_DEBUG"):
-        print(f"[warm-up] done in {time.perf_counter() - t0:.2f}s", flush=True)
 
 
 def shutdown(wait: float = STOP_WAIT_S) -> None:
@@ -681,12 +542,10 @@ def shutdown(wait: float = STOP_WAIT_S) -> None:
     run so that it saves its checkpoint and student, and let the warm-up finish, before Python tears itself
     down. A thread still inside torch at that point aborts the interpreter ("terminate called without an
     active exception", exit code 134)."""
-    _warm["stop"].set()
+    stop_warm_up()
     for reg in list(_REGISTRIES):
         reg.close(wait)
-    t = _warm["thread"]
-    if t is not None:
-        t.join(60.0)  # an import of torch cannot be interrupted; it takes a few seconds at most
+    join_warm_up(60.0)
 
 
 atexit.register(shutdown)

@@ -1,6 +1,7 @@
-"""Run folders on disk (config.yaml, metrics.jsonl, status.json, bank/): read-only summaries for the pages.
+"""Run folders on disk (config.yaml, metrics.jsonl, status.json, bank/) and the results.json files of sweeps:
+read-only summaries for the pages.
 
-Folders are listed only directly under the runs base directory; symlinked entries are skipped, so a link
+Run folders are listed only directly under the runs base directory; symlinked entries are skipped, so a link
 cannot pull a folder from elsewhere into the app.
 """
 from __future__ import annotations
@@ -9,6 +10,13 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import yaml
+
+from ifhe.errors import IfheError
+
+# ifhe.bank and ifhe.jsonl import torch, pandas takes a second: they are imported where used, as the first page
+# reads this module (for the sweeps it lists) before it draws
 
 
 @dataclass
@@ -64,7 +72,6 @@ class RunInfo:
         if self.status.get("bank_size") is not None:
             return int(self.status["bank_size"])
         from ifhe.bank import count_images
-        from ifhe.errors import IfheError
         try:
             return count_images(self.bank_dir)
         except IfheError:  # a damaged manifest: the run is listed, its bank counts as empty
@@ -87,7 +94,6 @@ class RunInfo:
 
 
 def read_run(path: Path) -> RunInfo | None:
-    import yaml
     cfg_file = path / "config.yaml"
     if not cfg_file.is_file():
         return None
@@ -127,18 +133,6 @@ def list_runs(base: str | os.PathLike) -> list[RunInfo]:
     return out
 
 
-def arch_of_teacher(teacher: str) -> str | None:
-    """The architecture of a zoo name or a stored .safetensors teacher (None if unknown)."""
-    if teacher.endswith(".safetensors"):
-        from ifhe.checkpoint import read_meta
-        try:
-            return read_meta(teacher).get("arch")
-        except Exception:
-            return None
-    from ifhe.zoo import read_manifest
-    return read_manifest().get(teacher, {}).get("arch")
-
-
 def flat_config(config: dict) -> dict:
     out = {}
     for k, v in config.items():
@@ -158,3 +152,52 @@ def config_diff(runs: list[RunInfo]):
     differing = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flat.values()}) > 1]
     rows = differing or keys[:12]
     return pd.DataFrame({name: [str(f.get(k)) for k in rows] for name, f in flat.items()}, index=rows)
+
+
+# ---- sweeps of `ifhe reproduce` (results.json) ----------------------------------------------------------------
+
+RESULTS_FILE = "results.json"
+
+
+def results_dir():
+    """Where the committed sweeps live: $IFHE_APP_RESULTS, else the checkout's results/."""
+    env = os.environ.get("IFHE_APP_RESULTS")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "results"
+
+
+def find_sweeps(roots, max_depth: int = 3) -> list[tuple[str, Path]]:
+    """(label, results.json) of every sweep folder under `roots`, at most `max_depth` folders down; symlinks
+    are not followed, run folders (runs/, bank/) not entered."""
+    found: list[tuple[str, Path]] = []
+    seen = set()
+    for root in roots:
+        root = Path(root)
+        if not root.is_dir():
+            continue
+        stack = [(root, 0)]
+        while stack:
+            folder, depth = stack.pop()
+            f = folder / RESULTS_FILE
+            if f.is_file() and not f.is_symlink() and f.resolve() not in seen and _is_sweep(f):
+                seen.add(f.resolve())
+                found.append((f"{root.name}/{folder.relative_to(root)}".rstrip("/.") or root.name, f))
+            if depth >= max_depth:
+                continue
+            try:
+                children = sorted(p for p in folder.iterdir()
+                                  if p.is_dir() and not p.is_symlink() and p.name not in ("runs", "bank", "cells"))
+            except OSError:
+                continue
+            stack.extend((c, depth + 1) for c in reversed(children))
+    return found
+
+
+def _is_sweep(path: Path) -> bool:
+    """Whether a results.json is a sweep's (other tools write files of that name too)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return True  # listed, so that the page can say what is wrong with it
+    if isinstance(data, dict):
+        return "cells" in data
+    return isinstance(data, list) and bool(data) and all(isinstance(c, dict) and "variant" in c for c in data)

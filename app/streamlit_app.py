@@ -15,7 +15,8 @@ if str(_ROOT) not in sys.path:
 import streamlit as st  # noqa: E402
 
 from app import common  # noqa: E402
-from app.jobs import registry, start_warm_up  # noqa: E402
+from app.jobs import registry  # noqa: E402
+from app.warmup import start_warm_up  # noqa: E402
 
 st.set_page_config(page_title="ifhe-lab", layout="wide")
 

@@ -2,6 +2,7 @@
 asserted).
 
     python bench/bench_app.py [--repeats 3] [--windows 2]
+    python bench/bench_app.py --first-page 5          # the first page alone, without a browser (AppTest)
 
 - First page: seconds from the server answering its health check to the Synthesize page's Start button in
   headless Chromium (the browser is launched before the server, so its own start-up is not counted).
@@ -36,9 +37,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))   # the server and browser helpers are test tooling
 
-from app.serve import (CHROMIUM, CHROMIUM_ARGS, GRID, Server, button, health, main_block,  # noqa: E402
-                       open_page, publish_test_teacher)
+from app_server import (CHROMIUM, CHROMIUM_ARGS, GRID, Server, button, health, main_block,  # noqa: E402
+                        open_page, publish_test_teacher)
+from ifhe.catalog import available  # noqa: E402
 
 TEACHER = "cifar10_wrn16_2"
 # records (ms, synthesis step of the grid shown, iterations/s shown) each time the grid's caption changes
@@ -216,6 +219,40 @@ class HealthProbe(threading.Thread):
         self.join()
 
 
+_FIRST_PAGE = """
+import json, sys, time
+t0 = time.perf_counter()
+sys.path.insert(0, {root!r})
+from streamlit.testing.v1 import AppTest
+t1 = time.perf_counter()
+at = AppTest.from_file({app!r}, default_timeout=120).run()
+t2 = time.perf_counter()
+print(json.dumps({{"streamlit_s": t1 - t0, "page_s": t2 - t1, "torch": "torch" in sys.modules,
+                  "start": any(b.label == "Start" for b in at.button), "errors": [str(e.value) for e in at.exception]}}))
+"""
+
+
+def first_page(repeats: int) -> None:
+    """The Synthesize page drawn by Streamlit's AppTest in `repeats` fresh interpreters (no browser, no warm-up):
+    seconds to import Streamlit's test harness, seconds to run the page script, and whether torch was imported."""
+    code = _FIRST_PAGE.format(root=str(ROOT), app=str(ROOT / "app" / "streamlit_app.py"))
+    env = {**os.environ, "IFHE_APP_WARMUP": "0", "IFHE_APP_RUNS": tempfile.mkdtemp(prefix="bench_app_")}
+    rows = []
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True,
+                             timeout=300)
+        if out.returncode:
+            raise RuntimeError(out.stderr[-3000:])
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        if rows[-1]["errors"] or not rows[-1]["start"]:
+            raise RuntimeError(f"the first page failed: {rows[-1]}")
+    page = statistics.median(r["page_s"] for r in rows)
+    total = statistics.median(r["page_s"] + r["streamlit_s"] for r in rows)
+    print(f"{machine()}; load average (1 min) {os.getloadavg()[0]:.2f}")
+    print(f"first page (AppTest, median of {repeats} fresh processes): page script {page:.2f} s, with Streamlit's "
+          f"import {total:.2f} s; torch imported: {sorted({r['torch'] for r in rows})}")
+
+
 def _fmt_rates(ws: list[dict]) -> tuple[str, str]:
     rates = [w["rate"] for w in ws]
     inr = [w["in_round"] for w in ws if w["in_round"]]
@@ -231,6 +268,9 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=2, help="engine / browser measures, alternated")
     ap.add_argument("--threads", type=int, default=None, help="torch threads of a job (default: the app's)")
     ap.add_argument("--skip-sessions", action="store_true", help="leave out the four-sessions measure")
+    ap.add_argument("--first-page", type=int, metavar="N",
+                    help="only the first page without a browser: N fresh processes each draw it with Streamlit's "
+                         "AppTest (no warm-up), timed, and whether torch was imported before it was drawn")
     ap.add_argument("--inproc", choices=("engine", "job"), help=argparse.SUPPRESS)
     ap.add_argument("--root", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -238,9 +278,11 @@ def main() -> None:
     if a.inproc:
         inproc(a.inproc, a.windows, threads, a.root)
         return
+    if a.first_page:
+        first_page(a.first_page)
+        return
     from playwright.sync_api import expect, sync_playwright
 
-    from ifhe.zoo import available
     tmp = Path(tempfile.mkdtemp(prefix="bench_app_"))
     env = {"IFHE_APP_RUNS": str(tmp / "runs"), "IFHE_APP_THREADS": str(threads)}
     if TEACHER in available():

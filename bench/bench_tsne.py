@@ -20,7 +20,7 @@ import torch
 
 from common import teacher, threads
 from ifhe.data import load_split
-from ifhe.embedding import ImageSet
+from ifhe.feature_report import ImageSet
 from ifhe.features import extract_features, feature_report, write_report
 
 

@@ -11,14 +11,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ifhe.models import create_model  # noqa: E402
-from ifhe.zoo import attach_dataset, available, freeze, load_teacher  # noqa: E402
+from ifhe.device import set_cpu_threads  # noqa: E402
+from ifhe.zoo import teacher_or_random  # noqa: E402
 
 
 def teacher(name: str = "cifar10_wrn16_2", arch: str = "wrn16_2"):
-    if name in available():
-        return load_teacher(name), name
-    return attach_dataset(freeze(create_model(arch, 10)), "cifar10"), f"random {arch} (no {name} published)"
+    """The shipped teacher, or a random one of the same architecture (same cost); and which it is."""
+    return teacher_or_random(name, arch)
 
 
 def timed(fn, repeats: int, warmup: int = 2) -> float:
@@ -54,5 +53,4 @@ def machine() -> str:
 
 
 def threads() -> int:
-    from ifhe.device import set_cpu_threads
     return set_cpu_threads(int(os.environ.get("IFHE_THREADS", "2")))   # with the allocator tuning runs get

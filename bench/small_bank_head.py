@@ -26,7 +26,7 @@ from ifhe.experiment import Run, SynthStep, run_to_end
 from ifhe.hooks import FeatureTap
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from app.features_view import SMALL_BANK  # noqa: E402
+from app.features_data import SMALL_BANK  # noqa: E402
 
 
 def small_bank(seed: int, h_init: str, out: Path, teacher_name: str):

@@ -5,7 +5,6 @@ half-written checkpoint under the real name.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -13,34 +12,12 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file, safe_open
+from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError
-
-_META_KEY = "ifhe"
-_MAX_HEADER = 100 * 1024 * 1024
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+# the torch-free half (atomic writes, checksums, the header's metadata) is fileio's; its names are importable here too
+from .fileio import (META_KEY, atomic_write_bytes, atomic_write_text, looks_like_pickle,  # noqa: F401
+                     read_meta, sha256_file)
 
 
 def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict | None = None) -> None:
@@ -50,7 +27,7 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        save_file(flat, str(tmp), metadata={_META_KEY: json.dumps(meta or {})})
+        save_file(flat, str(tmp), metadata={META_KEY: json.dumps(meta or {})})
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
     except (SafetensorError, OSError) as e:
@@ -58,39 +35,6 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta
         reason = str(e).split("I/O error: ")[-1]  # keep the OS's words, e.g. "No space left on device"
         raise CheckpointError(f"{path}: cannot write ({reason})") from None
     os.replace(tmp, path)
-
-
-def looks_like_pickle(head: bytes) -> bool:
-    """A pickle (protocol 2+) starts with 0x80; `torch.save` writes a zip archive ("PK")."""
-    return head[:1] == b"\x80" or head[:2] == b"PK"
-
-
-def _sniff(path: Path) -> None:
-    """Reject anything that is not a well-formed safetensors file before a parser sees it, naming pickles."""
-    with open(path, "rb") as f:
-        head = f.read(9)
-    n = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
-    if len(head) == 9 and n <= _MAX_HEADER and n + 8 <= path.stat().st_size and head[8:9] == b"{":
-        return
-    if looks_like_pickle(head):
-        raise CheckpointError(f"{path}: this is a pickle/torch.save file; only safetensors files are accepted "
-                              f"(nothing was unpickled)")
-    if len(head) < 9:
-        raise CheckpointError(f"{path}: truncated ({len(head)} bytes), not a safetensors file")
-    raise CheckpointError(f"{path}: corrupt or truncated safetensors file (bad header)")
-
-
-def read_meta(path: str | os.PathLike) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
-    _sniff(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get(_META_KEY, "{}")
-        return json.loads(raw)
-    except (SafetensorError, json.JSONDecodeError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({e})") from None
 
 
 def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:

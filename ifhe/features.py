@@ -1,6 +1,6 @@
 """Intermediate features of image sets and the feature report's side effects: the teacher's forward pass (cached on
-disk), image sets read from banks with their provenance, and the report's files. The measurement itself is in
-`ifhe.embedding` (pure functions).
+disk), image sets read from banks with their provenance, and the report's files. The measurement itself is
+`ifhe.feature_report` (with the metrics of `ifhe.feature_metrics` and the maps of `ifhe.embedding`).
 
 The stage "h" is h's input: the instance-mean pooled outputs of the stages h reads (the run's `synth.h_stages`,
 `ifhe.heads.DEFAULT_STAGES` when no run says), concatenated in that order, as the synthesizer feeds them to h.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html as H
 import io
 import json
 import os
@@ -17,11 +18,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
-from .data import to_unit
-from .embedding import H_STAGE, Features, FeatureReport, ImageSet
+from .bank import open_bank
+from .config import read_config_file
+from .data import load_split, to_unit
+from .embedding import PALETTE, plot_map, plot_rounds, set_colour
 from .errors import IfheError
+from .feature_report import (H_STAGE, FeatureReport, Features, ImageSet, compute_report, metrics_markdown,
+                             metrics_table, report_header)
 from .heads import DEFAULT_STAGES
 from .hooks import FeatureTap
 
@@ -155,7 +161,7 @@ def cached_features(teacher: nn.Module, images: torch.Tensor, stages, cache_dir:
 
 
 def featurizer(teacher: nn.Module, stages, h_stages, cache_dir=None):
-    """images -> Features of `stages`, through the cache (what `embedding.compute_report` calls)."""
+    """images -> Features of `stages`, through the cache (what `feature_report.compute_report` calls)."""
     return lambda images: cached_features(teacher, images, stages, cache_dir, h_stages)
 
 
@@ -163,7 +169,6 @@ def featurizer(teacher: nn.Module, stages, h_stages, cache_dir=None):
 
 def run_config_of(bank_dir: Path) -> dict:
     """The raw config.yaml of the run that wrote `bank_dir` (its parent folder), or {}."""
-    from .config import read_config_file
     cfg = Path(bank_dir).parent / "config.yaml"
     if not cfg.is_file():
         return {}
@@ -187,7 +192,6 @@ def head_provenance(meta: dict, config: dict) -> str:
 def bank_set(path: str | os.PathLike, name: str | None = None) -> tuple[ImageSet, dict]:
     """A bank (a run folder holding bank/, or the bank folder) as an ImageSet labelled by target t, with every
     image's round and the h provenance; and its run's raw config ({} if none)."""
-    from .bank import open_bank
     p = Path(path)
     bank_dir = p / "bank" if (p / "bank").is_dir() else p
     bank = open_bank(bank_dir)
@@ -218,7 +222,6 @@ def h_stages_of(configs: list[dict]) -> tuple[str, ...]:
 
 def real_set(dataset: str, data: str | os.PathLike | None) -> ImageSet:
     """The real test split, labelled by its true classes."""
-    from .data import load_split
     test = load_split(dataset, "test", data)
     return ImageSet("real", test.x, test.y.numpy(), None, f"{dataset} test split")
 
@@ -226,7 +229,6 @@ def real_set(dataset: str, data: str | os.PathLike | None) -> ImageSet:
 def feature_report(teacher: nn.Module, sets: list[ImageSet], real: ImageSet | None, stages=None, *,
                    h_stages=None, teacher_name: str = "", cache_dir=None, classes=None, **kw) -> FeatureReport:
     """The whole measurement on a teacher: stages checked against it, features through the cache."""
-    from .embedding import compute_report
     stages, h_stages = check_stages(teacher, stages or default_stages(teacher), h_stages)
     return compute_report(featurizer(teacher, stages, h_stages, cache_dir), sets, real, stages,
                           teacher=teacher_label(teacher, teacher_name or getattr(teacher, "arch", "teacher")),
@@ -241,7 +243,6 @@ SPRITE_COLS = 32
 def sprite(images: torch.Tensor, cols: int = SPRITE_COLS) -> str:
     """All images of a set on one sheet (`cols` a row, native size) as a JPEG data URL: one encode per set
     instead of one per image; the page shows a cell of it, scaled up."""
-    from PIL import Image
     n, _, h, w = images.shape
     rows = max(1, (n + cols - 1) // cols)
     sheet = np.zeros((rows * h, cols * w, 3), np.uint8)
@@ -288,9 +289,6 @@ def _bold(text: str) -> str:
 
 def report_html(report: FeatureReport) -> str:
     """One page: header, metrics table, per stage both maps and the metric-vs-round chart, hover thumbnails."""
-    import html as H
-
-    from .embedding import metrics_table, plot_map, plot_rounds, report_header
     parts, first = [], True
     for stage in report.stages:
         parts.append(f"<h2>{H.escape(report.stage_label(stage))}</h2>")
@@ -310,11 +308,10 @@ def report_html(report: FeatureReport) -> str:
 
 
 def _png_maps(report: FeatureReport, path: Path) -> None:
-    import matplotlib
+    import matplotlib  # here, not at the top: the Agg backend is chosen when a file is drawn, not on import
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .embedding import PALETTE
     names = report.set_names
     colours = np.array([matplotlib.colors.to_rgb(c) for c in PALETTE])
     rows = [(stage, kind) for stage in report.stages for kind in ("shared", "own")]
@@ -345,11 +342,10 @@ def _png_maps(report: FeatureReport, path: Path) -> None:
 
 
 def _png_rounds(report: FeatureReport, path: Path) -> None:
-    import matplotlib
+    import matplotlib  # here, not at the top: the Agg backend is chosen when a file is drawn, not on import
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .embedding import set_colour
     names = report.set_names
     f, axes = plt.subplots(len(report.stages), 2, figsize=(9, 3 * len(report.stages)), squeeze=False)
     r = report.rounds
@@ -382,7 +378,6 @@ def write_report(report: FeatureReport, out: str | os.PathLike, command: str = "
     """report.html (interactive: both maps per stage, hover thumbnails, metric vs round), map.png, rounds.png,
     metrics.csv, metrics.md (with intervals, n, windows, teacher, banks and their h provenance, and the
     `command` that made them), rounds.csv."""
-    from .embedding import metrics_markdown, report_header
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"html": out / "report.html", "png": out / "map.png", "csv": out / "metrics.csv",

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import catalog
+from .checkpoint import load_tensors, load_weights_into
 from .errors import IfheError
 
 DEFAULT_STAGES = ("block1", "block2", "block3")
@@ -36,11 +38,8 @@ def head_for(teacher: nn.Module, stages: tuple[str, ...] = DEFAULT_STAGES, hidde
     return HeterogeneityHead(dim, teacher.num_classes, hidden)
 
 
-HEAD_SHAPE_KEYS = ("stages", "hidden", "in_features", "num_classes")   # what a head file's header must say
-
-
 def head_meta(head: HeterogeneityHead, stages: tuple[str, ...]) -> dict:
-    """The header of a head file: what an h reads and its shape (`HEAD_SHAPE_KEYS`)."""
+    """The header of a head file: what an h reads and its shape (`catalog.HEAD_SHAPE_KEYS`)."""
     return {"stages": list(stages), "hidden": head.hidden, "in_features": head.in_features,
             "num_classes": head.num_classes}
 
@@ -50,17 +49,15 @@ PRETRAINED_HEAD = "pretrained"   # synth.h_init: the head shipped with the teach
 
 def _shipped_head(teacher: nn.Module) -> tuple[str, dict]:
     """The file and record of the head shipped with a zoo teacher, checksum verified."""
-    from .zoo import PRETRAINED_DIR, check_checksum
     entry = getattr(teacher, "zoo_entry", None) or {}
     record = entry.get("head")
     if not record:
         raise IfheError("synth.h_init=pretrained: this teacher ships no trained h (its manifest entry has no "
                         "'head'); give a run's head.safetensors instead, or leave h_init empty")
-    path = PRETRAINED_DIR / record["file"]
+    path = catalog.path_of(record["file"])
     if not path.is_file():
         raise IfheError(f"synth.h_init=pretrained: {path} is missing")
-    check_checksum(path, record)
-    return str(path), record
+    return str(catalog.shipped_file(record)), record
 
 
 def load_head_init(head: HeterogeneityHead, ref: str, stages: tuple[str, ...], teacher: nn.Module,
@@ -69,7 +66,6 @@ def load_head_init(head: HeterogeneityHead, ref: str, stages: tuple[str, ...], t
     classifier from its first step instead of a random one. `ref`: "pretrained" (the head shipped with a zoo
     teacher) or the head.safetensors of an earlier run with the same teacher and stages. Returns, in words,
     where h started (kept with the bank)."""
-    from .checkpoint import load_tensors, load_weights_into
     record: dict = {}
     if ref == PRETRAINED_HEAD:
         path, record = _shipped_head(teacher)

@@ -1,35 +1,25 @@
-"""The shipped model zoo (`pretrained/`): safetensors weights plus `manifest.json`, and safe model loading."""
+"""The loader of the model zoo: zoo names and .safetensors files become frozen teachers (`resolve_teacher`, the one
+way every caller gets a teacher), classifiers are saved and loaded safely, and models are published to the zoo.
+
+What is shipped (the manifest, the folder, checksums, roles) is `ifhe.catalog`'s, read without torch.
+"""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .checkpoint import atomic_write_text, load_tensors, load_weights_into, save_tensors, sha256_file
+from . import catalog
+from .checkpoint import load_tensors, load_weights_into, save_tensors, sha256_file
 from .data import NUM_CLASSES, Normalizer, class_names, normalization
 from .device import fast_layout
 from .errors import CheckpointError, IfheError
 from .models import create_model
 
-PRETRAINED_DIR = Path(os.environ.get("IFHE_PRETRAINED", Path(__file__).resolve().parent.parent / "pretrained"))
-MANIFEST = "manifest.json"
-
-
-def read_manifest(root: Path | None = None) -> dict[str, dict]:
-    path = Path(root or PRETRAINED_DIR) / MANIFEST
-    if not path.exists():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
-
-
-def available(root: Path | None = None) -> list[str]:
-    return sorted(read_manifest(root))
+# ifhe/train.py's initial_weights still imports read_manifest from here; the catalogue is its home
+read_manifest = catalog.read_manifest
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -68,27 +58,14 @@ def load_model(path: str | os.PathLike, arch: str | None = None, num_classes: in
 
 def load_teacher(name: str, device: torch.device | str = "cpu", root: Path | None = None,
                  verify: bool = True) -> nn.Module:
-    """A shipped model by zoo name (e.g. ``cifar10_wrn16_2``), frozen, in eval mode.
+    """A shipped model by zoo name (e.g. ``cifar10_wrn16_2``), frozen, in eval mode, checksum verified.
 
     The model carries `.dataset`, `.normalizer` and `.zoo_entry` (its manifest record).
     """
-    root = Path(root or PRETRAINED_DIR)
-    manifest = read_manifest(root)
-    if name not in manifest:
-        known = ", ".join(manifest) or "none (pretrained/manifest.json is empty)"
-        raise IfheError(f"unknown pretrained model {name!r}; available: {known}")
-    entry = manifest[name]
-    path = root / entry["file"]
-    if verify and path.exists():
-        check_checksum(path, entry)
+    entry = catalog.entry(name, root)
+    path = catalog.shipped_file(entry, root, verify)
     model, _ = load_model(path, entry["arch"], entry["num_classes"], device)
     return attach_dataset(freeze(fast_layout(model)), entry["dataset"], entry)
-
-
-def check_checksum(path: Path, record: dict) -> None:
-    """A shipped file is the one its manifest record describes (`record["sha256"]`)."""
-    if sha256_file(path) != record["sha256"]:
-        raise CheckpointError(f"{path}: checksum does not match the manifest (corrupt or replaced file)")
 
 
 def attach_dataset(model: nn.Module, dataset: str, entry: dict | None = None) -> nn.Module:
@@ -100,39 +77,40 @@ def attach_dataset(model: nn.Module, dataset: str, entry: dict | None = None) ->
     return model
 
 
-def resolve_teacher(ref: str, arch: str | None = None, device: torch.device | str = "cpu",
+def resolve_teacher(ref: str | os.PathLike, arch: str | None = None, device: torch.device | str = "cpu",
                     dataset: str | None = None, root: Path | None = None) -> nn.Module:
-    """The one way to turn what a user names as a teacher into one: a zoo name (`ifhe zoo`) or a
-    .safetensors file (its architecture and dataset from the file, or `arch`/`dataset`). The model comes
-    frozen, in eval mode, channels_last, with `.arch`, `.dataset`, `.classes`, `.normalizer`, `.zoo_entry`."""
+    """The one way to turn what a user names as a teacher into one: a zoo name (`ifhe zoo`) or a .safetensors
+    file (its architecture and dataset from the file, or `arch`/`dataset`; its class count must be the
+    dataset's). The model comes frozen, in eval mode, channels_last, with `.arch`, `.dataset`, `.classes`,
+    `.normalizer`, `.zoo_entry`."""
     ref = str(ref)
-    if not ref.endswith(".safetensors"):
+    if not catalog.is_file_ref(ref):
         return load_teacher(ref, device, root)
-    model, meta = load_model(ref, arch, device=device)
+    model, meta = load_model(ref, arch, NUM_CLASSES.get(dataset) if dataset else None, device)
     dataset = dataset or meta.get("dataset")
     if not dataset:
         raise IfheError(f"teacher: {ref} does not record its dataset; pass it explicitly")
     if meta.get("dataset") and meta["dataset"] != dataset:
         raise IfheError(f"teacher: {ref} is a {meta['dataset']} model, not {dataset}")
+    if dataset in NUM_CLASSES and model.num_classes != NUM_CLASSES[dataset]:
+        raise IfheError(f"teacher: {ref} has {model.num_classes} classes, {dataset} has {NUM_CLASSES[dataset]}")
     return attach_dataset(freeze(fast_layout(model)), dataset, meta)
 
 
-def teacher_info(ref: str, root: Path | None = None) -> dict:
-    """A teacher's architecture, dataset and class count without loading its weights ({} when unknown)."""
-    ref = str(ref)
-    if ref.endswith(".safetensors"):
-        from .checkpoint import read_meta
-        try:
-            meta = read_meta(ref)
-        except (OSError, CheckpointError):
-            return {}
-        return {k: meta[k] for k in ("arch", "dataset", "num_classes") if k in meta}
-    entry = read_manifest(root).get(ref)
-    return {k: entry[k] for k in ("arch", "dataset", "num_classes", "test_accuracy", "role") if k in entry} \
-        if entry else {}
+def random_teacher(arch: str, dataset: str = "cifar10", device: torch.device | str = "cpu") -> nn.Module:
+    """A randomly initialised stand-in teacher, prepared as `resolve_teacher` prepares a real one (for
+    mechanics and timings where no trained teacher is shipped)."""
+    model = create_model(arch, NUM_CLASSES[dataset]).to(device)
+    return attach_dataset(freeze(fast_layout(model)), dataset)
 
 
-ROLES = ("teacher", "student")  # a manifest entry without a role was published before roles: a teacher
+def teacher_or_random(name: str, arch: str, device: torch.device | str = "cpu",
+                      dataset: str = "cifar10") -> tuple[nn.Module, str]:
+    """The zoo teacher `name` if it is shipped, else a random `arch` of the same cost; with a label saying
+    which it is."""
+    if name and name in catalog.available():
+        return resolve_teacher(name, device=device), name
+    return random_teacher(arch, dataset, device), f"random {arch} (no {name} published)"
 
 
 def publish(model: nn.Module, name: str, dataset: str, accuracy: float, epochs: float, recipe: str,
@@ -141,21 +119,18 @@ def publish(model: nn.Module, name: str, dataset: str, accuracy: float, epochs: 
 
     `role`: "teacher" (offered as a teacher by the app), or "student" (a scratch-trained student kept to compare
     against, e.g. the accuracy a distilled student should approach)."""
-    if role not in ROLES:
-        raise IfheError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    if role not in catalog.ROLES:
+        raise IfheError(f"role must be one of {', '.join(catalog.ROLES)}, not {role!r}")
     if dataset not in NUM_CLASSES or model.num_classes != NUM_CLASSES[dataset]:
         raise IfheError(f"model has {model.num_classes} classes, {dataset} has {NUM_CLASSES.get(dataset)}")
-    root = Path(root or PRETRAINED_DIR)
-    root.mkdir(parents=True, exist_ok=True)
-    file = f"{name}.safetensors"
-    save_model(root / file, model, dataset)
-    entry = {"file": file, "arch": model.arch, "dataset": dataset, "num_classes": model.num_classes,
+    catalog.folder(root).mkdir(parents=True, exist_ok=True)
+    path = catalog.path_of(f"{name}.safetensors", root)
+    save_model(path, model, dataset)
+    entry = {"file": path.name, "arch": model.arch, "dataset": dataset, "num_classes": model.num_classes,
              "normalization": {"mean": normalization(dataset)[0], "std": normalization(dataset)[1]},
              "test_accuracy": round(accuracy, 2), "epochs": epochs, "recipe": recipe,
-             "sha256": sha256_file(root / file), "role": role} | (extra or {})
-    manifest = read_manifest(root)
-    manifest[name] = entry
-    atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+             "sha256": sha256_file(path), "role": role} | (extra or {})
+    catalog.write_record(name, entry, root)
     return entry
 
 
@@ -164,22 +139,17 @@ def publish_head(teacher_name: str, head_file: str | os.PathLike, accuracy: floa
     """Ship a trained h with the zoo teacher whose features it reads, as `<teacher>.ifhe-head.safetensors` and
     the teacher's manifest record's "head" (synth.h_init=pretrained loads it). `accuracy`: h's top-1 on the real
     test set, measured by the caller."""
-    root = Path(root or PRETRAINED_DIR)
-    manifest = read_manifest(root)
-    if teacher_name not in manifest:
-        raise IfheError(f"unknown pretrained model {teacher_name!r}; available: {', '.join(manifest) or 'none'}")
+    teacher = catalog.entry(teacher_name, root)
     tensors, meta = load_tensors(head_file)
     if meta.get("teacher") not in (None, teacher_name):
         raise IfheError(f"{head_file}: an h of teacher {meta['teacher']!r}, not {teacher_name!r}")
-    from .heads import HEAD_SHAPE_KEYS
-    missing = [k for k in HEAD_SHAPE_KEYS if k not in meta]
+    missing = [k for k in catalog.HEAD_SHAPE_KEYS if k not in meta]
     if missing:
         raise IfheError(f"{head_file}: not a head file (its header lacks {missing})")
-    file = f"{teacher_name}.ifhe-head.safetensors"
-    keep = {k: meta[k] for k in (*HEAD_SHAPE_KEYS, "head_training", "head_updates") if k in meta}
-    save_tensors(root / file, tensors, keep | {"teacher": teacher_name, "head_acc": round(accuracy, 2)})
-    record = {"file": file, "sha256": sha256_file(root / file), "test_accuracy": round(accuracy, 2),
+    path = catalog.path_of(f"{teacher_name}.ifhe-head.safetensors", root)
+    keep = {k: meta[k] for k in (*catalog.HEAD_SHAPE_KEYS, "head_training", "head_updates") if k in meta}
+    save_tensors(path, tensors, keep | {"teacher": teacher_name, "head_acc": round(accuracy, 2)})
+    record = {"file": path.name, "sha256": sha256_file(path), "test_accuracy": round(accuracy, 2),
               "stages": meta["stages"], "hidden": meta["hidden"], "recipe": recipe}
-    manifest[teacher_name] = manifest[teacher_name] | {"head": record}
-    atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    catalog.write_record(teacher_name, teacher | {"head": record}, root)
     return record

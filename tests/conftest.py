@@ -53,7 +53,8 @@ def synthetic_cifar(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def shipped_teacher():
     """The committed WRN-16-2 CIFAR-10 teacher (frozen)."""
-    from ifhe.zoo import available, load_teacher
+    from ifhe.catalog import available
+    from ifhe.zoo import load_teacher
 
     if "cifar10_wrn16_2" not in available():
         pytest.skip("pretrained/cifar10_wrn16_2 is not published yet")

@@ -20,6 +20,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 import ifhe.zoo as zoo  # noqa: E402
 from app import files, forms, jobs  # noqa: E402
+from ifhe import catalog as zoo_catalog  # noqa: E402
 from ifhe.errors import IfheError  # noqa: E402
 
 APP = str(ROOT / "app" / "streamlit_app.py")
@@ -50,7 +51,7 @@ def tiny_zoo(tmp_path_factory):
 @pytest.fixture
 def env(tiny_zoo, tmp_path, monkeypatch):
     """A fresh job registry over a temporary runs folder, the tiny teacher as the only shipped one, no data."""
-    monkeypatch.setattr(zoo, "PRETRAINED_DIR", tiny_zoo)
+    monkeypatch.setattr(zoo_catalog, "PRETRAINED_DIR", tiny_zoo)
     monkeypatch.setenv("IFHE_APP_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("IFHE_APP_MAX_JOBS", "1")
     monkeypatch.setenv("IFHE_APP_THREADS", "1")
@@ -327,7 +328,7 @@ def test_teacher_list_offers_teachers_only_best_first(env, tmp_path, monkeypatch
     assert [manifest[n]["role"] for n in sorted(manifest)] == ["student", "teacher", "teacher"]
     del manifest["b_teacher"]["role"]  # published before roles existed: a teacher
     (root / "manifest.json").write_text(json.dumps(manifest))
-    monkeypatch.setattr(zoo, "PRETRAINED_DIR", root)
+    monkeypatch.setattr(zoo_catalog, "PRETRAINED_DIR", root)
     at = new_app()
     no_exceptions(at)
     options = at.selectbox(key="pair").options  # as shown: "WRN16-1 → WRN16-1 · c_teacher (90.0% test)"
@@ -341,43 +342,23 @@ def test_teacher_list_offers_teachers_only_best_first(env, tmp_path, monkeypatch
 
 def test_shipped_zoo_roles():
     from app import catalog
-    manifest = zoo.read_manifest(ROOT / "pretrained")
+    manifest = zoo_catalog.read_manifest(ROOT / "pretrained")
     if "cifar10_wrn16_1" in manifest:
         assert manifest["cifar10_wrn16_1"]["role"] == "student"  # WRN-16-1 trained from scratch: not a teacher
     if "cifar10_wrn16_2" in manifest:
         assert manifest["cifar10_wrn16_2"]["role"] == "teacher"
-        if zoo.PRETRAINED_DIR.resolve() == (ROOT / "pretrained").resolve():
+        if zoo_catalog.PRETRAINED_DIR.resolve() == (ROOT / "pretrained").resolve():
             assert catalog.default_teacher("cifar10") == max(
                 catalog.teachers("cifar10"), key=lambda n: manifest[n]["test_accuracy"])
 
 
-def test_catalog_matches_the_engine(monkeypatch, tmp_path):
-    """The first page reads the zoo and the architecture names without torch; they are the engine's."""
-    import subprocess
+def test_catalog_is_the_engines():
+    """The first page lists the zoo and the architectures from the engine's torch-free catalogue: one list of
+    architectures, one reader of the manifest (no copies in the app)."""
     from ifhe.models import ARCHITECTURES
     from app import catalog
-    assert catalog.ARCHITECTURES == ARCHITECTURES
-    code = "import ifhe.zoo, app.catalog as c; print(ifhe.zoo.PRETRAINED_DIR == c.pretrained_dir())"
-    for value in (None, str(tmp_path)):
-        env = {k: v for k, v in os.environ.items() if k != "IFHE_PRETRAINED"}
-        code_first = ("import app.catalog as c; d = c.pretrained_dir(); import ifhe.zoo; "
-                      "print(ifhe.zoo.PRETRAINED_DIR == d)")
-        if value:
-            env["IFHE_PRETRAINED"] = value
-        for c in (code, code_first):
-            out = subprocess.run([sys.executable, "-c", c], env=env, cwd=ROOT, capture_output=True, text=True)
-            assert out.stdout.strip() == "True", out.stderr
-
-
-def test_catalog_while_another_thread_imports_the_zoo(monkeypatch, tmp_path):
-    """While the warm-up thread runs ifhe.zoo's body, the module is in sys.modules without PRETRAINED_DIR; a
-    page drawn then (the browser test's third server, in CI) failed with AttributeError."""
-    import types
-    from app import catalog
-    monkeypatch.setitem(sys.modules, "ifhe.zoo", types.ModuleType("ifhe.zoo"))  # imported, body not yet run
-    monkeypatch.setenv("IFHE_PRETRAINED", str(tmp_path))
-    assert catalog.pretrained_dir() == tmp_path
-    assert catalog.manifest() == {}
+    assert catalog.ARCHITECTURES is zoo_catalog.ARCHITECTURES is ARCHITECTURES
+    assert catalog.read_manifest is zoo_catalog.read_manifest and catalog.teachers is zoo_catalog.teachers
 
 
 _QUICK_EXIT = """
@@ -675,7 +656,7 @@ def test_small_ifhe_bank_starts_h_from_the_teachers_shipped_h(env, tiny_zoo, tmp
     from ifhe.heads import head_for
     root = tmp_path / "pretrained"
     shutil.copytree(tiny_zoo, root)
-    monkeypatch.setattr(zoo, "PRETRAINED_DIR", root)
+    monkeypatch.setattr(zoo_catalog, "PRETRAINED_DIR", root)
     head = head_for(zoo.load_teacher(TEACHER))
     save_tensors(tmp_path / "head.safetensors", head.state_dict(),
                  {"in_features": head.in_features, "num_classes": 10, "hidden": head.hidden,
@@ -690,7 +671,7 @@ def test_small_ifhe_bank_starts_h_from_the_teachers_shipped_h(env, tiny_zoo, tmp
     assert job.cfg.distill.steps_per_round == 0 and job.cfg.distill.head_steps > 0   # and h keeps learning
     job.stop()
     job.wait(30)
-    monkeypatch.setattr(zoo, "PRETRAINED_DIR", tiny_zoo)   # the same teacher without a shipped h
+    monkeypatch.setattr(zoo_catalog, "PRETRAINED_DIR", tiny_zoo)   # the same teacher without a shipped h
     at.button(key="make_ifhe").click().run()
     assert job_of(at) is not job and job_of(at).cfg.synth.h_init == ""
     job_of(at).stop()
@@ -698,7 +679,7 @@ def test_small_ifhe_bank_starts_h_from_the_teachers_shipped_h(env, tiny_zoo, tmp
 
 
 def test_small_bank_progress_from_the_snapshot():
-    from app.features_view import job_progress
+    from app.features_data import job_progress
     snap = jobs.Snapshot(kind="synth", method="ifhe", out_dir="x", run_name="x", state="running", rounds=3,
                          iterations=20, round=1, iteration=10, bank_size=64)
     frac, text = job_progress(snap)
@@ -749,13 +730,13 @@ def test_feature_page_map_metrics_and_click(env, tiny_cifar, monkeypatch):
     page = texts(at)
     assert said in page and "alpha = 0" in page  # IFHE's h as its run trained it; CMI and DeepInversion use none
     # click a point: its image appears beside the map
-    from app import features_view
-    report = features_view.feature_report(at.session_state["fm_spec"], str(env / "feature_cache"))
+    from app import features_data
+    report = features_data.feature_report(at.session_state["fm_spec"], str(env / "feature_cache"))
     row = report.points[(report.points["set"] == "IFHE") & (report.points["map"] == "own")].iloc[0]
     event = {"selection": {"points": [{"x": row["x"], "y": row["y"], "customdata": [int(row["index"]), 0, 0.5, 3, 0]}]}}
-    assert features_view._selected_point(report, event, "h", "own") == ("IFHE", int(row["index"]))
+    assert features_data.selected_point(report, event, "h", "own") == ("IFHE", int(row["index"]))
     from ifhe.embedding import plot_map
-    html = features_view.hover_html(report, plot_map(report, "h", "shared"))
+    html = features_data.hover_html(report, plot_map(report, "h", "shared"))
     assert "plotly_hover" in html and html.count("data:image/jpeg;base64") == 4  # one sheet a set
     # colour by the teacher's prediction instead
     at.radio(key="fm_colour").set_value("predicted").run(timeout=60)
@@ -816,7 +797,8 @@ def test_compare_page(env, tmp_path, monkeypatch):
 def _fake_sweep(folder: Path, accs: dict[str, list[float]], legacy: bool = False,
                 teacher: str = "cifar10_wrn16_2") -> list[dict]:
     """A sweep folder as `ifhe reproduce` leaves it (results.json), for variants x seeds, without running."""
-    from ifhe.reproduce import _plain, analyze
+    from ifhe.fileio import json_safe
+    from ifhe.sweep_stats import analyze
     pair = f"{teacher}-wrn16_1"
     cal = {"step_s": 0.8, "wall_s": 0.8, "threads": 1, "clock": "cpu per thread"}
     cells = [{"cell": {"teacher": teacher, "student": "wrn16_1", "variant": v, "seed": i},
@@ -828,7 +810,7 @@ def _fake_sweep(folder: Path, accs: dict[str, list[float]], legacy: bool = False
               "calibration": None if legacy else cal}
              for v, xs in accs.items() for i, a in enumerate(xs)]
     folder.mkdir(parents=True)
-    data = cells if legacy else _plain({**analyze(cells, 10.0, [("ifhe", "cmi")]), "cells": cells})
+    data = cells if legacy else json_safe({**analyze(cells, 10.0, [("ifhe", "cmi")]), "cells": cells})
     (folder / "results.json").write_text(json.dumps(data))
     return cells
 

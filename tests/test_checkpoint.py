@@ -126,7 +126,7 @@ def test_zoo_publish_load_and_checksum(tmp_path):
 
 def test_shipped_manifest_is_consistent():
     from ifhe.checkpoint import sha256_file
-    from ifhe.zoo import PRETRAINED_DIR, read_manifest
+    from ifhe.catalog import PRETRAINED_DIR, read_manifest
     manifest = read_manifest()
     for name, e in manifest.items():
         assert sha256_file(PRETRAINED_DIR / e["file"]) == e["sha256"], name

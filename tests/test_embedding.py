@@ -3,9 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from ifhe import embedding as E
-from ifhe.embedding import (Features, ImageSet, accuracy_interval, compute_report, equal_n, fit_map, fixed_folds,
-                            frechet_distance, out_of_fold, set_metrics, window_indices)
+from ifhe import feature_metrics as E
+from ifhe.embedding import fit_map
+from ifhe.feature_metrics import (accuracy_interval, fixed_folds, frechet_distance, out_of_fold, set_metrics,
+                                  window_indices)
+from ifhe.feature_report import Features, ImageSet, compute_report, equal_n
 from ifhe.features import (bank_set, cached_features, check_stages, default_stages, extract_features, h_stages_of,
                            head_provenance, stage_choices, write_report)
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tiny_settings import TINY_RUN
-from ifhe import zoo
+from ifhe import catalog, zoo
 from ifhe.checkpoint import CheckpointError, load_tensors, save_tensors
 from ifhe.config import make_config
 from ifhe.errors import IfheError
@@ -64,7 +64,7 @@ def test_pretrained_h_needs_a_shipped_one_and_its_checksum(shipped_teacher, tmp_
     root = tmp_path / "pretrained"
     torch.manual_seed(0)
     zoo.publish(zoo.create_model("wrn16_2", 10), "t", "cifar10", 10.0, 0, "tests", root=root)
-    monkeypatch.setattr(zoo, "PRETRAINED_DIR", root)
+    monkeypatch.setattr(catalog, "PRETRAINED_DIR", root)
     teacher = zoo.load_teacher("t")
     head = head_for(teacher)
     with pytest.raises(IfheError, match="ships no trained h"):

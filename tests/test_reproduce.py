@@ -7,9 +7,11 @@ import pytest
 
 from tiny_settings import TINY_RUN
 from ifhe.errors import IfheError
-from ifhe.reproduce import (Cell, CellLock, _Done, analyze, check_machines, child_command,
-                            finished_summary, join_invocation, load_results, lock_holder, parse_comparisons, plan,
-                            run_cell, run_cells, start_invocation, table_markdown, write_results)
+from ifhe.locks import CellLock, lock_holder
+from ifhe.reproduce import (Cell, _Done, child_command, finished_summary, join_invocation, parse_comparisons, plan,
+                            run_cell, run_cells, start_invocation)
+from ifhe.sweep_report import table_markdown, write_results
+from ifhe.sweep_stats import analyze, check_machines, load_results
 from ifhe.stats import mean_interval, paired_difference
 
 OVERRIDES = {"synth": TINY_RUN["synth"], "distill": TINY_RUN["distill"], "eval_every": 3, "log_every": 1,
@@ -155,7 +157,7 @@ def test_cell_lock(tmp_path):
     with CellLock(path):
         assert lock_holder(path)["pid"] == os.getpid()
     # a process that holds it, then is killed: the lock is free again
-    code = (f"import sys, time; sys.path.insert(0, {str(os.getcwd())!r}); from ifhe.reproduce import CellLock; "
+    code = (f"import sys, time; sys.path.insert(0, {str(os.getcwd())!r}); from ifhe.locks import CellLock; "
             f"l = CellLock({str(path)!r}); assert l.acquire(); print('held', flush=True); time.sleep(60)")
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
@@ -279,7 +281,7 @@ def test_mixed_calibrations_are_refused_unless_allowed(tmp_path):
 
 def test_report_only_and_errors_through_the_cli(tmp_path, capsys):
     from ifhe.cli import main
-    from ifhe.zoo import available
+    from ifhe.catalog import available
     if "cifar10_wrn16_2" not in available():
         pytest.skip("no cifar10_wrn16_2 in the zoo")
     args = ["reproduce", "--methods", "cmi", "ifhe", "--seeds", "3", "--budget-minutes", "20", "--out", str(tmp_path)]

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from ifhe.zoo import read_manifest
+from ifhe.catalog import read_manifest
 
 
 @pytest.mark.parametrize("name", sorted(read_manifest()) or ["<none>"])

@@ -5,11 +5,10 @@ import streamlit as st
 
 from ifhe import paper
 from app import figures
-from app.compare_data import (BANDS, alpha_points, bands_figure, find_sweeps, machine_text, means_figure,
-                               measured_table, paired_frame, read_sweep_results, results_dir, runs_frame,
-                               variants_frame)
+from app.compare_data import (BANDS, alpha_points, bands_figure, machine_text, means_figure, measured_table,
+                               paired_frame, read_sweep_results, runs_frame, variants_frame)
 from app.jobs import registry
-from app.runs import config_diff, list_runs
+from app.runs import config_diff, find_sweeps, list_runs, results_dir
 
 st.title("Compare")
 reg = registry()

@@ -2,12 +2,104 @@
 L_H acts (h's input by default), labelled by target t: the shared real-fitted map beside one map per set,
 metrics with 95% intervals, and the metrics against round."""
 import streamlit as st
+import streamlit.components.v1 as components
 
+from ifhe.embedding import plot_map, plot_rounds
+from ifhe.feature_metrics import LABELINGS
+from ifhe.feature_report import MIN_ROUND_WINDOW, metrics_table
 from ifhe.methods import METHOD_LABELS
 
-from app import features_view as FV
+from app import common, features_data as FV
 from app.files import data_status, safe_path
+from app.grids import thumbnail_png
 from app.jobs import registry
+
+
+def bank_progress() -> None:
+    """A progress bar of this session's small-bank job (and what is queued after it), polled while it runs."""
+    ss = st.session_state
+    job = registry().get(ss.get("fm_bank_job"))
+    if job is None:
+        return
+    queue = ss.get("fm_queue") or []
+
+    def render(snap):
+        frac, text = FV.job_progress(snap)
+        if queue:
+            text += " · then " + ", ".join(METHOD_LABELS[m] for m in queue)
+        st.progress(frac, text=text)
+
+    common.live(render, job.id, job.snapshot().active, key="fm_bank_live", every=1.0)
+
+
+def show(report, stage: str) -> None:
+    """The report at one stage: what was compared, both maps, the metrics, the image of a clicked point, the
+    metrics against round."""
+    st.caption(f"Teacher {report.teacher} · **{report.stage_label(stage)}** · n = {report.n} images per set · "
+               f"labels: {'target t (real: true class)' if report.labels == 'target' else 'teacher prediction'}")
+    for s in report.sets:
+        head = f" · h: **{s.head}**" if s.head else ""
+        st.caption(f"**{s.name}**: {s.n} of {s.size} images, {s.window}{head}")
+    for note in report.notes:
+        st.info(note)
+    events = show_maps(report, stage)
+    a, b = st.columns([3, 1])
+    with a:
+        st.markdown("**Heterogeneity metrics** (95% intervals in brackets)")
+        table = metrics_table(report, stage)
+        st.dataframe(table, hide_index=True, column_config={
+            c: st.column_config.TextColumn(c, help=next((h for k, h in FV.METRIC_HELP.items() if c.startswith(k)),
+                                                        None)) for c in table.columns})
+    with b:
+        show_clicked(report, stage, events)
+    if len(report.rounds):
+        st.plotly_chart(plot_rounds(report, stage), key="fm_rounds")
+    else:
+        st.caption(f"No metric-vs-round chart: the banks are too small for windows of {MIN_ROUND_WINDOW} images "
+                   f"(or hold no rounds).")
+
+
+def show_maps(report, stage: str) -> dict:
+    """The shared map beside the maps fitted per set; the selection events of the clickable ones."""
+    colour = st.radio("Colour points by", LABELINGS, horizontal=True, key="fm_colour",
+                      format_func=lambda c: {"target": "target t (real: true class)",
+                                             "predicted": "teacher's prediction"}[c])
+    hover = st.toggle("Hover thumbnails", key="fm_hover",
+                      help="interactive copies of the maps that show the image under the cursor (loads plotly.js, "
+                           "about 5 MB, into the page); off: click a point to see its image")
+    left, right = st.columns(2)
+    events = {}
+    for col, kind, title in ((left, "shared", "Shared map: fitted on real images, the others placed into it"),
+                             (right, "own", "Each set fitted alone (the paper's view)")):
+        with col:
+            st.markdown(f"**{title}**")
+            fig = plot_map(report, stage, kind, colour)
+            if hover:
+                components.html(FV.hover_html(report, fig), height=int(fig.layout.height or 400) + 20)
+            else:
+                events[kind] = st.plotly_chart(fig, key=f"fm_map_{kind}", on_select="rerun",
+                                               selection_mode="points")
+    return events
+
+
+def show_clicked(report, stage: str, events: dict) -> None:
+    hit = None
+    for kind, event in events.items():
+        hit = hit or FV.selected_point(report, event, stage, kind)
+    if hit is None:
+        st.caption("Click a point in a map to see its image here.")
+        return
+    name, i = hit
+    row = report.points[(report.points["stage"] == stage) & (report.points["set"] == name)
+                        & (report.points["index"] == i)].iloc[0]
+    cls = report.classes
+
+    def cname(c):
+        return cls[int(c)] if int(c) < len(cls) else str(c)
+    st.image(thumbnail_png(report.images[name][i], 5),
+             caption=f"{name} #{i}: {'target' if name != 'real' else 'class'} {cname(row['label'])}, "
+                     f"teacher says {cname(row['pred'])} ({row['confidence']:.2f})")
+
 
 st.title("Feature space")
 st.caption("The paper's claim: synthesized images whose *intermediate* features carry their target class "
@@ -46,7 +138,7 @@ with left:
                                         f"page open: it starts the next when one ends")
     if missing:
         st.caption(f"A first comparison from small banks: about {FV.ALL_BANKS_TIME} for the three on 2 cores.")
-    FV.bank_progress()
+    bank_progress()
     extra = st.text_input("Another bank folder (relative to the runs folder)", key="fm_extra",
                           placeholder="e.g. my-run/bank")
     teacher_ref = next((r.teacher for r in chosen.values() if getattr(r, "teacher", None)), None) \
@@ -94,4 +186,4 @@ with right:
             st.error(f"Could not compute the map: {e}")
             report = None
         if report is not None:
-            FV.show(report, spec[2])
+            show(report, spec[2])

@@ -10,27 +10,24 @@ from typing import Callable
 
 from torch import nn
 
+from ..catalog import ARCHITECTURE_SPECS, ARCHITECTURES
 from ..errors import IfheError
 from .generator import GENERATORS, Generator
 from .resnet import ResNet
 from .vgg import VGG
 from .wrn import WideResNet
 
-_REGISTRY: dict[str, Callable[[int], nn.Module]] = {
-    "wrn16_1": lambda nc: WideResNet(16, 1, nc),
-    "wrn16_2": lambda nc: WideResNet(16, 2, nc),
-    "wrn40_1": lambda nc: WideResNet(40, 1, nc),
-    "wrn40_2": lambda nc: WideResNet(40, 2, nc),
-    "resnet18": lambda nc: ResNet([2, 2, 2, 2], nc),
-    "resnet34": lambda nc: ResNet([3, 4, 6, 3], nc),
-    "vgg11_bn": lambda nc: VGG(nc),
+# The architectures are named once, in ifhe.catalog.ARCHITECTURE_SPECS (read without torch by the app's first
+# page): name -> (family, arguments). A family's builder takes the class count, then those arguments.
+FAMILIES: dict[str, Callable[..., nn.Module]] = {
+    "wrn": lambda nc, depth, width: WideResNet(depth, width, nc),
+    "resnet": lambda nc, blocks: ResNet(list(blocks), nc),
+    "vgg": lambda nc: VGG(nc),
 }
-
-ARCHITECTURES = tuple(_REGISTRY)
 
 
 def check_architecture(name: str) -> str:
-    if name not in _REGISTRY:
+    if name not in ARCHITECTURE_SPECS:
         raise IfheError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
     return name
 
@@ -40,7 +37,8 @@ def create_model(name: str, num_classes: int) -> nn.Module:
     check_architecture(name)
     if not isinstance(num_classes, int) or num_classes < 2:
         raise IfheError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-    model = _REGISTRY[name](num_classes)
+    family, args = ARCHITECTURE_SPECS[name]
+    model = FAMILIES[family](num_classes, *args)
     model.arch = name
     model.num_classes = num_classes
     return model

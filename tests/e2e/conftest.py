@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from app.serve import CHROMIUM, CHROMIUM_ARGS, Server, publish_test_teacher  # noqa: E402
+from app_server import CHROMIUM, CHROMIUM_ARGS, Server, publish_test_teacher  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):

@@ -18,13 +18,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from app.serve import CHROMIUM, CHROMIUM_ARGS, GRID, Server, button, main_block  # noqa: E402
+from app_server import CHROMIUM, CHROMIUM_ARGS, GRID, Server, button, main_block  # noqa: E402
 
 OUT = ROOT / "docs" / "screenshots"
 
 
 def teacher_zoo(tmp: Path, checkpoint: str | None) -> tuple[dict, str]:
-    from ifhe.zoo import available
+    from ifhe.catalog import available
     if checkpoint is None and "cifar10_wrn16_2" in available():
         return {}, "cifar10_wrn16_2"
     import torch
@@ -75,8 +75,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="screens_"))
     env, teacher = teacher_zoo(tmp, a.teacher_checkpoint)
     if "IFHE_PRETRAINED" in env:
-        import ifhe.zoo
-        ifhe.zoo.PRETRAINED_DIR = Path(env["IFHE_PRETRAINED"])
+        import ifhe.catalog
+        ifhe.catalog.PRETRAINED_DIR = Path(env["IFHE_PRETRAINED"])
     with_data = bool(os.environ.get("IFHE_DATA"))
     make_runs(tmp / "runs", teacher, with_data)
     out = Path(a.out)

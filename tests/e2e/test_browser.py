@@ -10,8 +10,8 @@ import time
 import pytest
 from playwright.sync_api import expect
 
-from app.serve import GRID, Server, button, health, open_page
-from app.serve import main_block as main
+from app_server import GRID, Server, button, health, open_page
+from app_server import main_block as main
 
 
 def open_app(browser, server, path=""):

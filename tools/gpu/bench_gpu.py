@@ -30,7 +30,8 @@ from ifhe.distill import kd_step, make_kd_optimizer, prepare_batch  # noqa: E402
 from ifhe.heads import DEFAULT_STAGES, head_for  # noqa: E402
 from ifhe.models import create_model  # noqa: E402
 from ifhe.synth import InversionSynthesizer  # noqa: E402
-from ifhe.zoo import attach_dataset, available, freeze, load_teacher  # noqa: E402
+from ifhe.catalog import available  # noqa: E402
+from ifhe.zoo import random_teacher, resolve_teacher  # noqa: E402
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -50,10 +51,10 @@ def timed(fn, dev: torch.device, repeats: int, warmup: int) -> float:
 
 
 def teachers(dev: torch.device) -> list[tuple[str, torch.nn.Module]]:
-    out = [("cifar10_wrn16_2", load_teacher("cifar10_wrn16_2", dev))] if "cifar10_wrn16_2" in available() else []
+    out = [("cifar10_wrn16_2", resolve_teacher("cifar10_wrn16_2", device=dev))] if "cifar10_wrn16_2" in available() \
+        else []
     torch.manual_seed(0)
-    random40 = attach_dataset(freeze(fast_layout(create_model("wrn40_2", 10).to(dev))), "cifar10")
-    return out + [("random wrn40_2", random40)]
+    return out + [("random wrn40_2", random_teacher("wrn40_2", device=dev))]
 
 
 def student_and_head(t, dev):

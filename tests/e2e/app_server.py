@@ -1,4 +1,5 @@
-"""Start the real app server in a subprocess, and drive it from Chromium (browser tests, screenshots, benchmark)."""
+"""Start the real app server in a subprocess, and drive it from Chromium: test tooling, shared by the browser tests,
+the screenshots and bench/bench_app.py (which puts this folder on its path)."""
 from __future__ import annotations
 
 import os
@@ -9,7 +10,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-APP = Path(__file__).resolve().parent / "streamlit_app.py"
+ROOT = Path(__file__).resolve().parents[2]
+APP = ROOT / "app" / "streamlit_app.py"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
@@ -48,7 +50,7 @@ class Server:
                "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
         out = open(self.log_path, "w") if self.log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                     cwd=str(APP.parent.parent))
+                                     cwd=str(ROOT))
         t0 = time.perf_counter()
         while time.perf_counter() - t0 < timeout:
             if self.proc.poll() is not None:
@@ -88,7 +90,7 @@ class Server:
 def publish_test_teacher(root: str | os.PathLike, name: str = "tiny_wrn16_1", arch: str = "wrn16_1",
                          accuracy: float = 10.0) -> str:
     """A randomly initialised teacher in a zoo folder (for tests on machines without the shipped one)."""
-    import torch
+    import torch  # here: the server's tests need no torch in this process until they publish a teacher
     from ifhe.models import create_model
     from ifhe.zoo import publish
     torch.manual_seed(0)

@@ -1,4 +1,5 @@
-"""The Feature space page's logic: which banks to compare, the cached report, the small-bank jobs, the display.
+"""The Feature space page's data (the page itself is app/views/features.py): which banks to compare, the cached
+report, the small-bank jobs, what a click on a map selects.
 
 The measurement is `ifhe.features.feature_report` (the same as `ifhe features`): synthesized images labelled by
 their target t, every set at equal n from its most recent rounds, intervals on every figure, the real-vs-real
@@ -11,13 +12,21 @@ from pathlib import Path
 
 import streamlit as st
 
+from ifhe.bank import count_images
+from ifhe.catalog import teacher_info
 from ifhe.errors import IfheError
-
+from ifhe.feature_report import H_STAGE
+from ifhe.features import bank_set, feature_report as measure, h_stages_of, hover_script, real_set, run_config_of
+from ifhe.heads import PRETRAINED_HEAD
 from ifhe.methods import METHOD_LABELS
+from ifhe.models import create_model
+from ifhe.zoo import resolve_teacher
 
+from . import common
 from .forms import build_config, form_defaults
-from .grids import thumbnail_png
+from .jobs import JobLimitError, registry
 from .runs import list_runs
+from .snapshot import class_names
 
 MAP_METHODS = ("deepinversion", "cmi", "ifhe")
 DEFAULT_N = 1000              # images per set, as `ifhe features`; the smallest set lowers it (the page says so)
@@ -45,7 +54,6 @@ class BankRef:
 
     @classmethod
     def from_dir(cls, bank_dir: Path) -> "BankRef":
-        from ifhe.bank import count_images
         if not any(Path(bank_dir).glob("manifest_r*.json")):
             raise IfheError(f"{bank_dir.name}: no image bank there (no manifest_r*.json)")
         try:
@@ -55,7 +63,6 @@ class BankRef:
         cfg = bank_dir.parent / "config.yaml"
         teacher = method = None
         if cfg.is_file():
-            from ifhe.features import run_config_of
             c = run_config_of(Path(bank_dir))
             teacher, method = c.get("teacher"), c.get("method")
         return cls(str(bank_dir), size, str(teacher) if teacher else None, method)
@@ -89,21 +96,10 @@ def spec(chosen: dict, stage: str, n: int, use_real: bool, labels: str = "target
     return (teacher, sets, stage, int(n), bool(use_real), labels, window)
 
 
-def _load_teacher(ref: str):
-    from ifhe.zoo import attach_dataset, freeze, load_model, load_teacher
-    if ref.endswith(".safetensors"):
-        model, meta = load_model(ref)
-        return attach_dataset(freeze(model), meta.get("dataset") or "cifar10", meta)
-    return load_teacher(ref)
-
-
 @st.cache_data(show_spinner=False, max_entries=16)
 def stage_options(teacher_ref: str | None) -> tuple[str, ...]:
     """h's input, then the teacher's own stages (read from its architecture, no weights loaded)."""
-    from ifhe.embedding import H_STAGE
-    from ifhe.models import create_model
-    from .runs import arch_of_teacher
-    arch = arch_of_teacher(teacher_ref) if teacher_ref else None
+    arch = teacher_info(teacher_ref).get("arch") if teacher_ref else None
     if not arch:
         return (H_STAGE,)
     try:
@@ -116,10 +112,8 @@ def stage_options(teacher_ref: str | None) -> tuple[str, ...]:
 def feature_report(spec: tuple, cache_dir: str):
     """Computed once per spec (teacher, banks and their sizes, stage, n, real, labels, window), shared by every
     session; features are cached on disk under `cache_dir`."""
-    from ifhe.features import bank_set, feature_report as measure, h_stages_of, real_set
-    from .jobs import class_names
     teacher_ref, sets, stage, n, use_real, labels, window = spec
-    teacher = _load_teacher(teacher_ref)
+    teacher = resolve_teacher(teacher_ref)
     images, configs = [], []
     for label, bank_dir, _size in sets:
         s, cfg = bank_set(bank_dir, label)
@@ -135,14 +129,12 @@ def feature_report(spec: tuple, cache_dir: str):
 
 def small_bank_config(method: str):
     """A short synthesis-only run of `method` with the session's teacher (see SMALL_BANK)."""
-    from . import common
     ss = st.session_state
     values = {k: ss.get(k) for k in common.FORM_KEYS}
     values |= form_defaults(method) | {"method": method, "batch": SMALL_BANK["batch"], "kd_between": False,
                                          "rounds": SMALL_BANK["rounds"]}
     if method in SMALL_BANK["iterations"]:
         values["iterations"] = SMALL_BANK["iterations"][method]
-    from ifhe.heads import PRETRAINED_HEAD
     cfg = build_config(values, "synth")
     if cfg.synth.alpha > 0 and shipped_head(cfg.teacher):
         # three rounds are too few for h to learn from a random start: begin from the h the teacher ships
@@ -152,14 +144,11 @@ def small_bank_config(method: str):
 
 def shipped_head(teacher: str) -> dict | None:
     """The manifest record of the h shipped with a zoo teacher, if any."""
-    from ifhe.zoo import read_manifest
-    return read_manifest().get(str(teacher), {}).get("head")
+    return teacher_info(teacher).get("head")
 
 
 def make_bank(method: str) -> bool:
     """Start a small bank of `method` (button callback); False when it could not start (the page says why)."""
-    from . import common
-    from .jobs import JobLimitError, registry
     try:
         job = registry().submit(small_bank_config(method), kind="synth")
     except (JobLimitError, IfheError) as e:
@@ -187,7 +176,6 @@ def make_banks(methods: list[str]) -> None:
 
 def advance_queue() -> None:
     """When this session's small-bank job has ended, start the next queued one (called on every page run)."""
-    from .jobs import registry
     ss = st.session_state
     queue = ss.get("fm_queue") or []
     job = registry().get(ss.get("fm_bank_job"))
@@ -208,28 +196,9 @@ def job_progress(snap) -> tuple[float, str]:
                   f"{rounds}, iteration {snap.iteration} of {its}, {snap.bank_size} images so far")
 
 
-def bank_progress() -> None:
-    """A progress bar of this session's small-bank job (and what is queued after it), polled while it runs."""
-    from . import common
-    from .jobs import registry
-    ss = st.session_state
-    job = registry().get(ss.get("fm_bank_job"))
-    if job is None:
-        return
-    queue = ss.get("fm_queue") or []
+# ---- what the page shows ----------------------------------------------------------------------------------------
 
-    def render(snap):
-        frac, text = job_progress(snap)
-        if queue:
-            text += " · then " + ", ".join(METHOD_LABELS[m] for m in queue)
-        st.progress(frac, text=text)
-
-    common.live(render, job.id, job.snapshot().active, key="fm_bank_live", every=1.0)
-
-
-# ---- display --------------------------------------------------------------------------------------------------
-
-def _selected_point(report, event, stage: str, kind: str):
+def selected_point(report, event, stage: str, kind: str):
     """(set name, index in that set) of the clicked point of a map, or None."""
     try:
         points = event.selection.points if hasattr(event, "selection") else event["selection"]["points"]
@@ -251,7 +220,6 @@ def _selected_point(report, event, stage: str, kind: str):
 
 def hover_html(report, fig) -> str:
     """A map as a standalone plotly page whose hover shows the image under the cursor."""
-    from ifhe.features import hover_script
     return fig.to_html(include_plotlyjs=True, full_html=True).replace("</body>", hover_script(report) + "</body>")
 
 
@@ -268,62 +236,3 @@ METRIC_HELP = {
     "real-vs-real floor": "Fréchet distance between two disjoint real samples of the same n: the distance that "
                           "sampling alone gives",
 }
-
-
-def show(report, stage: str) -> None:
-    from ifhe.embedding import metrics_table, plot_map, plot_rounds
-    st.caption(f"Teacher {report.teacher} · **{report.stage_label(stage)}** · n = {report.n} images per set · "
-               f"labels: {'target t (real: true class)' if report.labels == 'target' else 'teacher prediction'}")
-    for s in report.sets:
-        head = f" · h: **{s.head}**" if s.head else ""
-        st.caption(f"**{s.name}**: {s.n} of {s.size} images, {s.window}{head}")
-    for note in report.notes:
-        st.info(note)
-    colour = st.radio("Colour points by", ("target", "predicted"), horizontal=True, key="fm_colour",
-                      format_func=lambda c: {"target": "target t (real: true class)",
-                                             "predicted": "teacher's prediction"}[c])
-    hover = st.toggle("Hover thumbnails", key="fm_hover",
-                      help="interactive copies of the maps that show the image under the cursor (loads plotly.js, "
-                           "about 5 MB, into the page); off: click a point to see its image")
-    left, right = st.columns(2)
-    events = {}
-    for col, kind, title in ((left, "shared", "Shared map: fitted on real images, the others placed into it"),
-                             (right, "own", "Each set fitted alone (the paper's view)")):
-        with col:
-            st.markdown(f"**{title}**")
-            fig = plot_map(report, stage, kind, colour)
-            if hover:
-                import streamlit.components.v1 as components
-                components.html(hover_html(report, fig), height=int(fig.layout.height or 400) + 20)
-            else:
-                events[kind] = st.plotly_chart(fig, key=f"fm_map_{kind}", on_select="rerun",
-                                               selection_mode="points")
-    a, b = st.columns([3, 1])
-    with a:
-        st.markdown("**Heterogeneity metrics** (95% intervals in brackets)")
-        table = metrics_table(report, stage)
-        st.dataframe(table, hide_index=True, column_config={
-            c: st.column_config.TextColumn(c, help=next((h for k, h in METRIC_HELP.items() if c.startswith(k)),
-                                                        None)) for c in table.columns})
-    with b:
-        hit = None
-        for kind, event in events.items():
-            hit = hit or _selected_point(report, event, stage, kind)
-        if hit is None:
-            st.caption("Click a point in a map to see its image here.")
-        else:
-            name, i = hit
-            row = report.points[(report.points["stage"] == stage) & (report.points["set"] == name)
-                                & (report.points["index"] == i)].iloc[0]
-            cls = report.classes
-
-            def cname(c):
-                return cls[int(c)] if int(c) < len(cls) else str(c)
-            st.image(thumbnail_png(report.images[name][i], 5),
-                     caption=f"{name} #{i}: {'target' if name != 'real' else 'class'} {cname(row['label'])}, "
-                             f"teacher says {cname(row['pred'])} ({row['confidence']:.2f})")
-    if len(report.rounds):
-        st.plotly_chart(plot_rounds(report, stage), key="fm_rounds")
-    else:
-        st.caption("No metric-vs-round chart: the banks are too small for windows of "
-                   f"50 images (or hold no rounds).")

@@ -1,0 +1,44 @@
+"""What several subcommands share: the --data and --precision arguments, --set KEY=VALUE, the command line."""
+from __future__ import annotations
+
+import argparse
+import shlex
+
+import yaml
+
+from ..config import PRECISIONS
+from ..errors import IfheError
+
+
+def add_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="folder with <dataset>-{train,test}.npz or torchvision files, or an .npz; "
+                                  "default $IFHE_DATA, then torchvision's loader")
+
+
+def add_precision(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    p.add_argument("--precision", choices=PRECISIONS, default=default,
+                   help="forward passes of synthesis and KD; bf16 about halves a step on CPUs with AVX512-BF16 "
+                        "and on recent GPUs (losses stay fp32)")
+
+
+def parse_set(items: list[str] | None) -> dict:
+    """--set section.key=value items as {section: {key: value}} (values parsed as YAML)."""
+    out: dict = {}
+    for item in items or []:
+        if "=" not in item:
+            raise IfheError(f"--set {item!r}: expected key=value, e.g. synth.lr_g=0.01")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        section, _, name = key.rpartition(".")
+        if section not in ("", "synth", "distill"):
+            raise IfheError(f"--set {key}: sections are synth. and distill.")
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def command_line(name: str, argv: list[str], drop: tuple[str, ...] = ()) -> str:
+    """`ifhe <name> <argv>` as a shell would take it back (arguments in `drop` left out)."""
+    return f"ifhe {name} " + " ".join(shlex.quote(x) for x in argv if x not in drop)
