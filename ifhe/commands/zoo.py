@@ -34,12 +34,13 @@ def publish_head(a) -> int:
     from ..data import load_split
     from ..distill import evaluate_head
     from ..heads import HeterogeneityHead
-    from ..zoo import load_teacher, publish_head as ship
+    from ..zoo import publish_head as ship, resolve_teacher
 
     if not a.teacher:
         raise IfheError("--publish-head needs --teacher (the zoo teacher whose features the head reads)")
+    catalog.entry(a.teacher)   # a zoo name, not a file: the head is shipped with it
     meta = read_meta(a.publish_head)
-    teacher = load_teacher(a.teacher)   # a zoo name only: the head is shipped with it
+    teacher = resolve_teacher(a.teacher)
     head = HeterogeneityHead(meta["in_features"], meta["num_classes"], meta["hidden"])
     load_weights_into(head, load_tensors(a.publish_head)[0], str(a.publish_head))
     test = load_split(teacher.dataset, "test", a.data)
