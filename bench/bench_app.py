@@ -41,7 +41,13 @@ sys.path.insert(0, str(ROOT / "tests" / "e2e"))   # the server and browser helpe
 
 from app_server import (CHROMIUM, CHROMIUM_ARGS, GRID, Server, button, health, main_block,  # noqa: E402
                         open_page, publish_test_teacher)
+import torch  # noqa: E402
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
+
+from app.forms import build_config, form_defaults  # noqa: E402
+from app.jobs import RATE_WINDOW, JobRegistry, default_max_jobs, default_threads  # noqa: E402
 from ifhe.catalog import available  # noqa: E402
+from ifhe.experiment import Run  # noqa: E402
 
 TEACHER = "cifar10_wrn16_2"
 # records (ms, synthesis step of the grid shown, iterations/s shown) each time the grid's caption changes
@@ -106,7 +112,6 @@ class OtherLoad:
 
 
 def app_threads() -> int:
-    from app.jobs import default_max_jobs, default_threads
     return default_threads(default_max_jobs())
 
 
@@ -130,17 +135,13 @@ def windows(points: list[tuple[float, int, float | None]], per_round: int, n: in
 # ---- in a subprocess: the bare engine, or the app's job thread with nobody watching -----------------------
 
 def inproc(mode: str, n_windows: int, threads: int, env_root: str) -> None:
-    import torch
     torch.set_num_threads(threads)
-    from app.forms import build_config, form_defaults
     cfg = build_config(dict(form_defaults("ifhe"), method="ifhe", teacher=TEACHER, student="wrn16_1", seed=0), "synth")
     per_round = cfg.synth.iterations
     need = per_round * (3 + 2 * (n_windows - 1)) + 1
     out = Path(env_root) / f"{mode}-{time.time_ns()}"
     points = []
     if mode == "engine":
-        from ifhe.experiment import Run
-        from app.jobs import RATE_WINDOW
         run = Run(cfg, out)
         steps = 0
         for ev in run.events():
@@ -155,7 +156,6 @@ def inproc(mode: str, n_windows: int, threads: int, env_root: str) -> None:
                     break
         run.request_stop()
     else:
-        from app.jobs import JobRegistry
         reg = JobRegistry(out, max_jobs=1, threads=threads)
         job = reg.submit(cfg)
         while True:  # what a page would see, read 20 times a second (a page reads it 2-3 times)
@@ -261,6 +261,137 @@ def _fmt_rates(ws: list[dict]) -> tuple[str, str]:
     return r, i
 
 
+class Bench:
+    """One benchmark run: its temporary folder, the environment of the server and processes it starts, the
+    rows it prints at the end and other processes' load during each measure (in cores)."""
+
+    def __init__(self, a, threads: int):
+        self.a, self.threads = a, threads
+        self.tmp = Path(tempfile.mkdtemp(prefix="bench_app_"))
+        self.env = {"IFHE_APP_RUNS": str(self.tmp / "runs"), "IFHE_APP_THREADS": str(threads)}
+        self.rows: list[tuple[str, str, str]] = []
+        self.others = {"engine": [], "job": [], "browser": []}
+        self.per_round = form_defaults("ifhe")["iterations"]
+
+    def teacher(self) -> str:
+        """The shipped teacher, else a random WRN-16-2 published into a temporary zoo for the server."""
+        if TEACHER in available():
+            return f"{TEACHER} (shipped)"
+        publish_test_teacher(self.tmp / "pretrained", TEACHER, "wrn16_2")
+        self.env["IFHE_PRETRAINED"] = str(self.tmp / "pretrained")
+        return f"random WRN-16-2 ({TEACHER} not published; same cost)"
+
+    def timed(self, kind: str, fn, *args):
+        load = OtherLoad().start()
+        out = fn(*args)
+        self.others[kind].append(load.stop())
+        return out
+
+    def inproc(self, mode: str) -> list[dict]:
+        return self.timed(mode, measure_inproc, mode, self.a.windows, self.threads, self.env, self.tmp)
+
+
+def first_page_and_grid(b: Bench, page, server) -> None:
+    """Server up -> Start button in the browser; then Start -> first image grid, `--repeats` times."""
+    t0 = time.perf_counter()
+    page.goto(server.url)
+    button(page, "Start").wait_for(timeout=60_000)
+    b.rows.append(("first page: server up -> Start button", f"{time.perf_counter() - t0:.2f} s", "< 3 s"))
+    page.wait_for_timeout(3000)  # a user reads the page before pressing Start; the server warms up
+    firsts = []
+    for i in range(b.a.repeats):
+        expect(page.locator(GRID)).to_have_count(0)
+        t0 = time.perf_counter()
+        button(page, "Start").click()
+        page.locator(GRID).first.wait_for(timeout=60_000)
+        firsts.append(time.perf_counter() - t0)
+        button(page, "Reset").click()  # stops the run and detaches: the grid goes away
+        page.wait_for_timeout(1500)
+    b.rows.append(("Start -> first grid, first run / median of " + str(len(firsts)),
+                   f"{firsts[0]:.2f} / {statistics.median(firsts):.2f} s", "< 1.5 s"))
+
+
+def live_rates(b: Bench, page, server, engine: list[dict], job: list[dict]) -> None:
+    """The live rate with the browser watching, health meanwhile; engine and browser alternate so that other work
+    on the machine weighs on both alike. Rows for the engine, the job thread and the browser."""
+    browser_rates = []
+    probe = HealthProbe(server.url)
+    for rep in range(b.a.pairs):
+        if rep:
+            engine += b.inproc("engine")
+            button(page, "Reset").click()  # forget the stopped run: its grid goes away
+            expect(page.locator(GRID)).to_have_count(0)
+        if rep == 0:
+            probe.start()
+        browser_rates += b.timed("browser", measure_browser, page, b.a.windows, b.per_round)
+        if rep == 0:
+            probe.stop()
+    for kind, name, ws in (("engine", "engine alone", engine), ("job", "app job thread, no page", job),
+                           ("browser", "app in the browser (server + Chromium)", browser_rates)):
+        rate, in_round = _fmt_rates(ws)
+        ratio = (statistics.median(w["rate"] for w in engine) / statistics.median(w["rate"] for w in ws)
+                 if ws else float("nan"))
+        load = "/".join(f"{x:.2f}" for x in b.others[kind])
+        b.rows.append((f"it/s, {name}: 2-round windows / in-round", f"{rate} / {in_round}",
+                       f"engine/this {ratio:.2f}x (<= 1.3x); other load {load} cores"))
+    b.rows.append(("health endpoint while a job runs, median / max",
+                   f"{statistics.median(probe.times) * 1000:.0f} / {max(probe.times) * 1000:.0f} ms"
+                   + (f" ({probe.errors} errors)" if probe.errors else ""), "< 1 s"))
+    b.rows.append(("server peak memory with one job (VmHWM)", f"{server.peak_rss_mb():.0f} MB", "< 1.5 GB"))
+
+
+def four_sessions(b: Bench, browser, server) -> None:
+    """Four sessions press Start at once: as many start as the job limit allows, the others are refused."""
+    pages = [open_page(browser, server.url, 1200, 900) for _ in range(4)]
+    probe = HealthProbe(server.url)
+    probe.start()
+    for q in pages:
+        button(q, "Start").click(no_wait_after=True)
+    deadline = time.perf_counter() + 60
+    started = refused = []
+    while time.perf_counter() < deadline:
+        started = [q for q in pages if "job=" in q.url]
+        refused = [q for q in pages if "job=" not in q.url
+                   and main_block(q).get_by_text("of this server are busy", exact=False).count()]
+        if len(started) + len(refused) == 4:
+            break
+        pages[0].wait_for_timeout(200)
+    for q in started:
+        q.locator(GRID).first.wait_for(timeout=60_000)
+    pages[0].wait_for_timeout(2000)
+    probe.stop()
+    limit = os.environ.get("IFHE_APP_MAX_JOBS") or max(1, (os.cpu_count() or 2) - 1)
+    b.rows.append(("4 sessions press Start at once: started / refused",
+                   f"{len(started)} / {len(refused)}", f"started = job limit ({limit})"))
+    b.rows.append(("health meanwhile, max", f"{max(probe.times) * 1000:.0f} ms", "< 1 s"))
+    for q in started:
+        button(q, "Stop").click()
+
+
+def in_the_browser(a, threads: int) -> None:
+    b = Bench(a, threads)
+    teacher = b.teacher()
+    print(f"{machine()}; teacher {teacher}; IFHE synthesis, batch {form_defaults('ifhe')['batch']}, "
+          f"{b.per_round} iterations a round; {threads} torch thread(s) per job")
+    load0 = os.getloadavg()[0]
+    # live rate without a browser first: the engine alone, the app's job thread alone
+    engine, job = b.inproc("engine"), b.inproc("job")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+        with Server(b.env, log=b.tmp / "server.log") as server:
+            first_page_and_grid(b, page, server)
+            live_rates(b, page, server, engine, job)
+            if not a.skip_sessions:
+                four_sessions(b, browser, server)
+        browser.close()
+    print(f"load average (1 min) at the start / end: {load0:.2f} / {os.getloadavg()[0]:.2f}")
+    w = max(len(r[0]) for r in b.rows)
+    print(f"\n{'measure':{w}s}  {'value':>30s}  target")
+    for name, value, target in b.rows:
+        print(f"{name:{w}s}  {value:>30s}  {target}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3, help="Start -> first grid repeats")
@@ -277,123 +408,10 @@ def main() -> None:
     threads = a.threads or app_threads()
     if a.inproc:
         inproc(a.inproc, a.windows, threads, a.root)
-        return
-    if a.first_page:
+    elif a.first_page:
         first_page(a.first_page)
-        return
-    from playwright.sync_api import expect, sync_playwright
-
-    tmp = Path(tempfile.mkdtemp(prefix="bench_app_"))
-    env = {"IFHE_APP_RUNS": str(tmp / "runs"), "IFHE_APP_THREADS": str(threads)}
-    if TEACHER in available():
-        teacher = f"{TEACHER} (shipped)"
     else:
-        publish_test_teacher(tmp / "pretrained", TEACHER, "wrn16_2")
-        env["IFHE_PRETRAINED"] = str(tmp / "pretrained")
-        teacher = f"random WRN-16-2 ({TEACHER} not published; same cost)"
-    from app.forms import form_defaults
-    per_round = form_defaults("ifhe")["iterations"]
-    print(f"{machine()}; teacher {teacher}; IFHE synthesis, batch {form_defaults('ifhe')['batch']}, "
-          f"{per_round} iterations a round; {threads} torch thread(s) per job")
-    rows = []
-    load0 = os.getloadavg()[0]
-
-    # -- live rate without a browser: the engine alone, the app's job thread alone ----------------------------
-    others = {"engine": [], "job": [], "browser": []}  # other processes' load during each measure, in cores
-
-    def timed(kind, fn, *args):
-        load = OtherLoad().start()
-        out = fn(*args)
-        others[kind].append(load.stop())
-        return out
-
-    engine = timed("engine", measure_inproc, "engine", a.windows, threads, env, tmp)
-    job = timed("job", measure_inproc, "job", a.windows, threads, env, tmp)
-    browser_rates = []
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-        page = ctx.new_page()
-        with Server(env, log=tmp / "server.log") as server:
-            # -- first page ---------------------------------------------------------------------------------
-            t0 = time.perf_counter()
-            page.goto(server.url)
-            button(page, "Start").wait_for(timeout=60_000)
-            rows.append(("first page: server up -> Start button", f"{time.perf_counter() - t0:.2f} s", "< 3 s"))
-            page.wait_for_timeout(3000)  # a user reads the page before pressing Start; the server warms up
-
-            # -- Start -> first grid ------------------------------------------------------------------------
-            firsts = []
-            for i in range(a.repeats):
-                expect(page.locator(GRID)).to_have_count(0)
-                t0 = time.perf_counter()
-                button(page, "Start").click()
-                page.locator(GRID).first.wait_for(timeout=60_000)
-                firsts.append(time.perf_counter() - t0)
-                button(page, "Reset").click()  # stops the run and detaches: the grid goes away
-                page.wait_for_timeout(1500)
-            rows.append(("Start -> first grid, first run / median of " + str(len(firsts)),
-                         f"{firsts[0]:.2f} / {statistics.median(firsts):.2f} s", "< 1.5 s"))
-
-            # -- live rate with the browser watching, health meanwhile; engine and browser alternate so that
-            #    other work on the machine weighs on both alike --------------------------------------------------
-            probe = HealthProbe(server.url)
-            for rep in range(a.pairs):
-                if rep:
-                    engine += timed("engine", measure_inproc, "engine", a.windows, threads, env, tmp)
-                    button(page, "Reset").click()  # forget the stopped run: its grid goes away
-                    expect(page.locator(GRID)).to_have_count(0)
-                if rep == 0:
-                    probe.start()
-                browser_rates += timed("browser", measure_browser, page, a.windows, per_round)
-                if rep == 0:
-                    probe.stop()
-            for kind, name, ws in (("engine", "engine alone", engine), ("job", "app job thread, no page", job),
-                                   ("browser", "app in the browser (server + Chromium)", browser_rates)):
-                rate, in_round = _fmt_rates(ws)
-                ratio = (statistics.median(w["rate"] for w in engine) / statistics.median(w["rate"] for w in ws)
-                         if ws else float("nan"))
-                load = "/".join(f"{x:.2f}" for x in others[kind])
-                rows.append((f"it/s, {name}: 2-round windows / in-round", f"{rate} / {in_round}",
-                             f"engine/this {ratio:.2f}x (<= 1.3x); other load {load} cores"))
-            rows.append(("health endpoint while a job runs, median / max",
-                         f"{statistics.median(probe.times) * 1000:.0f} / {max(probe.times) * 1000:.0f} ms"
-                         + (f" ({probe.errors} errors)" if probe.errors else ""), "< 1 s"))
-            rows.append(("server peak memory with one job (VmHWM)", f"{server.peak_rss_mb():.0f} MB", "< 1.5 GB"))
-
-            # -- four sessions press Start at once ------------------------------------------------------------
-            if not a.skip_sessions:
-                pages = [open_page(browser, server.url, 1200, 900) for _ in range(4)]
-                probe = HealthProbe(server.url)
-                probe.start()
-                for q in pages:
-                    button(q, "Start").click(no_wait_after=True)
-                deadline = time.perf_counter() + 60
-                started = refused = []
-                while time.perf_counter() < deadline:
-                    started = [q for q in pages if "job=" in q.url]
-                    refused = [q for q in pages if "job=" not in q.url
-                               and main_block(q).get_by_text("of this server are busy", exact=False).count()]
-                    if len(started) + len(refused) == 4:
-                        break
-                    pages[0].wait_for_timeout(200)
-                for q in started:
-                    q.locator(GRID).first.wait_for(timeout=60_000)
-                pages[0].wait_for_timeout(2000)
-                probe.stop()
-                limit = os.environ.get("IFHE_APP_MAX_JOBS") or max(1, (os.cpu_count() or 2) - 1)
-                rows.append(("4 sessions press Start at once: started / refused",
-                             f"{len(started)} / {len(refused)}", f"started = job limit ({limit})"))
-                rows.append(("health meanwhile, max", f"{max(probe.times) * 1000:.0f} ms", "< 1 s"))
-                for q in started:
-                    button(q, "Stop").click()
-        browser.close()
-    print(f"load average (1 min) at the start / end: {load0:.2f} / {os.getloadavg()[0]:.2f}")
-    w = max(len(r[0]) for r in rows)
-    print(f"\n{'measure':{w}s}  {'value':>30s}  target")
-    for name, value, target in rows:
-        print(f"{name:{w}s}  {value:>30s}  {target}")
+        in_the_browser(a, threads)
 
 
 if __name__ == "__main__":
