@@ -19,7 +19,8 @@ def real_data() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_cifar(tmp_path_factory, real_data) -> Path:
-    """A folder with a few hundred real CIFAR-10 images in the project's npz layout (fast tests)."""
+    """A folder with a few hundred real CIFAR-10 images in the project's npz layout: for fast tests whose figures
+    depend on real images (the shipped teacher's accuracy on them); tests of mechanics use `synthetic_cifar`."""
     from ifhe.data import load_split
 
     out = tmp_path_factory.mktemp("tiny_cifar")

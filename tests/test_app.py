@@ -558,8 +558,8 @@ def test_distill_page_data_free_explains(env):
     assert at.number_input(key="eval_every").disabled
 
 
-def test_distill_run_with_real_data_and_downloads(env, tiny_cifar, monkeypatch):
-    monkeypatch.setenv("IFHE_DATA", str(tiny_cifar))
+def test_distill_run_with_test_images_and_downloads(env, synthetic_cifar, monkeypatch):
+    monkeypatch.setenv("IFHE_DATA", str(synthetic_cifar))   # test images in the CIFAR layout; what they show is moot
     at = small(new_app(), rounds=100)
     at.switch_page("views/distill.py").run()
     for key, value in (("distill_rounds", 2), ("kd_steps", 3), ("kd_batch", 8), ("eval_every", 3),
@@ -700,8 +700,8 @@ def _two_round_bank(out: Path, head: str | None = None, n: int = 60) -> None:
         bank.set_meta(head_training=head)
 
 
-def test_feature_page_map_metrics_and_click(env, tiny_cifar, monkeypatch):
-    monkeypatch.setenv("IFHE_DATA", str(tiny_cifar))
+def test_feature_page_map_metrics_and_click(env, synthetic_cifar, monkeypatch):
+    monkeypatch.setenv("IFHE_DATA", str(synthetic_cifar))   # the page's mechanics, not what real images score
     said = "h learned KL(T/τ‖h(f_T)/τ) for 20 steps a round on the bank (no student KD)"
     for method in ("deepinversion", "cmi", "ifhe"):
         _two_round_bank(_fake_run(env, f"r-{method}", method, n_images=60), said if method == "ifhe" else None)

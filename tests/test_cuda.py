@@ -156,6 +156,8 @@ def load_tool(name):
 
 
 def test_packed_data_round_trip(real_data, tmp_path):
+    # real images: the PSNR bound below is the packer's promise for CIFAR photographs, which noise-like made-up
+    # images do not meet
     pack_data = load_tool("pack_data")
     src = tmp_path / "src"
     src.mkdir()

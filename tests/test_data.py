@@ -12,6 +12,7 @@ def _write(path, **arrays):
 
 
 def test_real_cifar10_from_env(real_data, monkeypatch):
+    # real data: what is checked is that the real CIFAR-10 test split is found through $IFHE_DATA and read whole
     monkeypatch.setenv("IFHE_DATA", str(real_data))
     test = D.load_split("cifar10", "test")
     assert len(test) == 10000 and test.x.shape == (10000, 3, 32, 32) and test.x.dtype == torch.uint8

@@ -261,7 +261,7 @@ def test_h_stages_and_provenance_from_runs():
     assert "alpha = 0" in head_provenance({"head_training": "h learned on the KD batches"}, cmi)
 
 
-def test_report_on_a_teacher_and_its_files(tiny_teacher, tiny_cifar, tmp_path):
+def test_report_on_a_teacher_and_its_files(tiny_teacher, synthetic_cifar, tmp_path):
     from ifhe.bank import ImageBank
     from ifhe.data import load_split
     from ifhe.features import feature_report, real_set
@@ -273,8 +273,8 @@ def test_report_on_a_teacher_and_its_files(tiny_teacher, tiny_cifar, tmp_path):
     bank.set_meta(head_training="h learned KL for 20 steps a round")
     s, cfg = bank_set(tmp_path / "run", "noise")
     assert list(np.unique(s.rounds)) == [0, 1, 2, 3] and s.head == "h learned KL for 20 steps a round"
-    real = real_set("cifar10", tiny_cifar)
-    assert len(real.labels) == len(load_split("cifar10", "test", tiny_cifar).y)
+    real = real_set("cifar10", synthetic_cifar)   # a test split in the CIFAR layout: the report's mechanics
+    assert len(real.labels) == len(load_split("cifar10", "test", synthetic_cifar).y)
     rep = feature_report(tiny_teacher, [s], real, ("h", "block1"), teacher_name="tiny", n=60, n_boot=20,
                          cache_dir=tmp_path / "c")
     assert rep.n == 60 and set(rep.points["map"]) == {"shared", "own"}
@@ -294,7 +294,7 @@ def test_report_on_a_teacher_and_its_files(tiny_teacher, tiny_cifar, tmp_path):
     assert rep2.fitted_on == "synthesized" and any("union" in n for n in rep2.notes)
 
 
-def test_features_cli_on_engine_banks(tiny_cifar, tmp_path, capsys):
+def test_features_cli_on_engine_banks(synthetic_cifar, tmp_path, capsys):
     from ifhe.cli import main
     from ifhe.config import make_config
     from ifhe.experiment import Run, run_to_end
@@ -308,7 +308,7 @@ def test_features_cli_on_engine_banks(tiny_cifar, tmp_path, capsys):
         cfg = make_config(method, teacher=str(teacher), rounds=3, **TINY_RUN)
         run_to_end(Run(cfg, tmp_path / "runs" / method / "seed0", test_set=None))
     runs = tmp_path / "runs"
-    code = main(["features", "--teacher", str(teacher), "--real", str(tiny_cifar), "--stage", "h", "block1",
+    code = main(["features", "--teacher", str(teacher), "--real", str(synthetic_cifar), "--stage", "h", "block1",
                  "--sets", str(runs / "ifhe" / "seed0"), f"DI={runs / 'deepinversion' / 'seed0'}",
                  "--n", "16", "--bootstrap", "10", "--out", str(tmp_path / "report")])
     out = capsys.readouterr().out

@@ -92,6 +92,7 @@ def test_pretrained_h_needs_a_shipped_one_and_its_checksum(shipped_teacher, tmp_
 
 def test_the_shipped_h_scores_what_the_manifest_says(shipped_teacher, real_data):
     """The h shipped with the WRN-16-2 teacher: its top-1 on the 10,000 real test images is the manifest's."""
+    # real data: the figure checked is the shipped h's accuracy on the real test set
     from ifhe.data import load_split
     from ifhe.distill import evaluate_head
     record = shipped_teacher.zoo_entry.get("head")
