@@ -3,6 +3,9 @@ lists), and from the results.json of `ifhe reproduce` sweeps (intervals over see
 bands)."""
 from __future__ import annotations
 
+import pandas as pd
+import plotly.graph_objects as go
+
 from ifhe import paper
 from ifhe.catalog import teacher_info
 from ifhe.sweep_stats import load_results
@@ -11,11 +14,8 @@ from ifhe.sweep_report import machine_statement
 from .catalog import arch_label
 from .runs import RunInfo
 
-# pandas and plotly take a second or two to import: only the functions that draw import them
-
 
 def runs_frame(runs: list[RunInfo]):
-    import pandas as pd
     return pd.DataFrame([r.summary() for r in runs])
 
 
@@ -41,7 +41,6 @@ def alpha_points(runs: list[RunInfo]) -> dict[str, list[tuple[float, float]]]:
 
 def measured_table(runs: list[RunInfo], dataset: str):
     """Rows like the paper's (Teacher, then methods), one column per teacher/student pair we ran."""
-    import pandas as pd
     cells: dict[str, dict[str, float]] = {}
     teachers: dict[str, float] = {}
     for r in runs:
@@ -80,7 +79,6 @@ def _f(x):
 
 
 def variants_frame(res: dict):
-    import pandas as pd
     rows = []
     for r in res.get("variants", []):
         st_, h = r.get("student_acc") or {}, r.get("head_acc") or {}
@@ -95,7 +93,6 @@ def variants_frame(res: dict):
 
 
 def paired_frame(res: dict):
-    import pandas as pd
     rows = []
     for d in res.get("paired", []):
         diff = d.get("diff") or {}
@@ -120,7 +117,6 @@ def _rgba(hex_colour: str, alpha: float) -> str:
 
 def bands_figure(res: dict, band: str = "min–max over seeds"):
     """Mean student accuracy over training time per variant, with a band (BANDS) where a variant has seeds."""
-    import plotly.graph_objects as go
     lo_key, hi_key = BANDS[band]
     curves = res.get("curves", [])
     many = len({c["pair"] for c in curves}) > 1
@@ -144,7 +140,6 @@ def bands_figure(res: dict, band: str = "min–max over seeds"):
 
 def means_figure(res: dict):
     """Each variant's mean final accuracy with its 95% t interval as an error bar."""
-    import plotly.graph_objects as go
     fig = go.Figure()
     for pair in dict.fromkeys(r["pair"] for r in res.get("variants", [])):
         rows = [r for r in res["variants"] if r["pair"] == pair]

@@ -2,6 +2,12 @@
 written next to the sliders (the loss terms' own formulas come from ifhe.terms)."""
 from __future__ import annotations
 
+from ifhe.terms import BY_WEIGHT, TERMS
+
+from .grids import font, png_bytes
+
+# plotly and Pillow are imported where a figure is drawn: the first page draws none before a run starts
+
 
 def loss_figure(history: list[dict], x: str = "step", title: str = "", height: int = 200, max_points: int = 400):
     """Small multiples: one panel per loss term over steps (terms differ by orders of magnitude); long histories
@@ -43,7 +49,6 @@ def loss_strip(history: list[dict], x: str = "step", panel_w: int = 260, panel_h
     Chromium: 10-15% of a core against 1%); the pages show the interactive chart once the run has ended."""
     from PIL import Image, ImageDraw
 
-    from .grids import font, png_bytes
     terms = [k for k in history[-1] if k not in ("step", "round", "kd_steps")] if history else []
     if not terms:
         return None
@@ -119,7 +124,6 @@ LATEX = {  # the formulas that are not loss terms of inversion (those are in ifh
 def term_text(weight: str, adv_kind: str = "masked_kl") -> tuple[str, str]:
     """(formula, explanation) of a loss term by its weight name, from ifhe.terms; the adversarial term is
     written as the method computes it."""
-    from ifhe.terms import BY_WEIGHT
     term = BY_WEIGHT[weight]
     if weight != "gamma" or adv_kind == "masked_kl":
         return term.latex, term.explain
@@ -132,7 +136,6 @@ def term_text(weight: str, adv_kind: str = "masked_kl") -> tuple[str, str]:
 
 def weights_text(weights: dict) -> str:
     """The non-zero loss weights, e.g. 'α=0.5 β=1 γ=0.5'."""
-    from ifhe.terms import TERMS
     sym = {"alpha": "α", "beta": "β", "gamma": "γ"}
     return " ".join(f"{sym.get(t.weight, t.weight)}={weights.get(t.weight, 0):g}" for t in TERMS
                     if t.primary or weights.get(t.weight))

@@ -2,8 +2,11 @@
 thumbnails; PNG bytes and data URIs. Pure functions of tensors (the job thread composes, the pages show)."""
 from __future__ import annotations
 
+import base64
 import io
 from typing import Any
+
+# Pillow, numpy and torch are imported where an image is made: the first page shows none before a run starts
 
 
 def spread_indices(n: int, k: int) -> list[int]:
@@ -91,7 +94,6 @@ def compose_bank_by_class(images, labels, classes: tuple = (), per_class: int = 
 def png_url(png: bytes) -> str:
     """A PNG as a data URI for `st.image`: no media-file round trip (a fast-refreshing grid never shows a 404)
     and no markdown to parse in the browser at every refresh."""
-    import base64
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
 

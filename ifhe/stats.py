@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
 import numpy as np
+from scipy import stats
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,6 @@ def _finite(values: Sequence[float | None]) -> np.ndarray:
 
 
 def t_quantile(df: int, level: float = 0.95) -> float:
-    from scipy import stats
     return float(stats.t.ppf(0.5 + level / 2, df))
 
 
@@ -126,7 +126,6 @@ def paired_difference(a: dict[int, float], b: dict[int, float], level: float = 0
     d = [a[s] - b[s] for s in seeds]
     diff = mean_interval(d, level)
     if len(d) >= 2 and diff.std > 0:
-        from scipy import stats
         t_p = float(stats.ttest_1samp(d, 0.0).pvalue)
     elif len(d) >= 2:  # identical differences: no spread, the sign is certain unless they are all zero
         t_p = 1.0 if diff.estimate == 0 else 0.0
