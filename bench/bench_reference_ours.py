@@ -62,14 +62,15 @@ def build_synth(t, method: str, batch: int = 64, negatives: int = 4096, bank_row
     head = head_for(t, synth.h_stages, synth.h_hidden)
     s = InversionSynthesizer(synth, t, student, head, t.normalizer, 10, torch.device("cpu"), precision)
     s.start_round(0)
-    if s.negatives is not None:
+    memory = s.term_states["cr"].memory if "cr" in s.term_states else None
+    if memory is not None:
         # the memory as after earlier rounds' commit()s (random values; only the fill level sets the cost)
-        cap, dim2 = s.negatives.data.shape
+        cap, dim2 = memory.data.shape
         fill = min(fill, cap)
         done = 0
         while done < fill:
             n = min(synth.batch_size, fill - done)
-            s.negatives.add(torch.randn(n, dim2))
+            memory.add(torch.randn(n, dim2))
             done += n
     def step():
         return s.step()
@@ -128,10 +129,11 @@ def run_synth(args, t):
     extra = dict(preset=args.mode, scale=args.scale, batch=cfg.batch_size, precision=args.precision,
                  weights=dict(beta=cfg.beta, oh=cfg.oh, gamma=cfg.gamma, adv_kind=cfg.adv_kind, adv_T=cfg.adv_T,
                               cr=cfg.cr, tv=cfg.tv, alpha=cfg.alpha))
-    if s.negatives is not None:
-        extra.update(negatives_per_iteration=min(s.negatives.count, cfg.cr_negatives),
-                     cr_negatives=cfg.cr_negatives, cr_bank=s.negatives.data.shape[0],
-                     feature_dim=s.negatives.data.shape[1] // 2)
+    memory = s.term_states["cr"].memory if "cr" in s.term_states else None
+    if memory is not None:
+        extra.update(negatives_per_iteration=min(memory.count, cfg.cr_negatives),
+                     cr_negatives=cfg.cr_negatives, cr_bank=memory.data.shape[0],
+                     feature_dim=memory.data.shape[1] // 2)
     diffs, first = per_call(step, args.iters, args.warmup)
     row = {"cmi": "synth_cmi", "deepinversion": "synth_deepinv_noadv", "adi": "synth_deepinv_adv"}[args.mode]
     emit(args, row, diffs, first, extra=extra)

@@ -17,8 +17,9 @@ from .errors import IfheError
 from .methods import METHOD_SPECS, METHODS
 from .terms import BY_WEIGHT, TERMS, WEIGHTS
 
-PARAMETRIZATIONS = ("pixels", "generator", "meta")
+PARAMETRIZATIONS = ("pixels", "generator", "meta", "label")
 GENERATORS = ("cmi", "large", "dafl", "zskt")   # see ifhe.models.generator
+EMBEDDINGS = ("classifier", "onehot", "gaussian")   # class embeddings of param=label (NAYER)
 ADV_KINDS = ("masked_kl", "kl", "js")
 AUGMENTS = ("crop_flip", "roll_flip", "none")   # before the teacher during synthesis
 DISTILL_SOURCES = ("bank", "generator", "round", "regenerate")
@@ -35,7 +36,7 @@ SWA_BN = ("average", "recompute")  # BN statistics of an SWA model: averaged wit
 class _SynthSettings:
     """Everything about synthesis except the weights of the loss terms (those come from ifhe.terms.TERMS)."""
 
-    param: str = "generator"          # pixels | generator | meta
+    param: str = "generator"          # pixels | generator | meta | label (NAYER: images from class embeddings)
     generator: str = "cmi"            # which generator network (GENERATORS)
     iterations: int = 200             # optimizer steps per round
     batch_size: int = 256
@@ -59,7 +60,13 @@ class _SynthSettings:
     tv_form: str = "l1"               # l1 (CMI) | l2 (NVlabs): see ifhe.losses.total_variation
     bn_momentum: float = 0.0          # Fast: blend batch statistics with earlier rounds'
     bn_first_multiplier: float = 1.0
-    targets: str = "random"           # random (sorted, for display) | argmax (teacher's own, DAFL/ZSKT/DFQ)
+    targets: str = "random"           # random (sorted, for display) | balanced (NAYER) | argmax (teacher's own,
+                                      # DAFL/ZSKT/DFQ)
+    # param=label (NAYER): where the class embedding comes from (classifier: the teacher's last layer's rows;
+    # onehot; gaussian: a fixed draw; see ifhe.models.generator.class_embedding), and the rounds a generator
+    # lives before it is created anew (0 = never); nz is the noisy layers' output size
+    embedding: str = "classifier"
+    g_life: int = 0
     commit_every: int = 1             # rounds between batches kept in the bank (GAN-style rounds are tiny)
     h_stages: tuple[str, ...] = ("block1", "block2", "block3")
     h_hidden: int = 256
@@ -74,7 +81,8 @@ class _SynthSettings:
         _choice("synth.generator", self.generator, GENERATORS)
         _choice("synth.adv_kind", self.adv_kind, ADV_KINDS)
         _choice("synth.augment", self.augment, AUGMENTS)
-        _choice("synth.targets", self.targets, ("random", "argmax"))
+        _choice("synth.targets", self.targets, ("random", "balanced", "argmax"))
+        _choice("synth.embedding", self.embedding, EMBEDDINGS)
         _choice("synth.tv_form", self.tv_form, ("l1", "l2"))
         _choice("synth.lr_g_schedule", self.lr_g_schedule, ("constant", "cosine"))
         _choice("synth.adv_reduction", self.adv_reduction, KL_REDUCTIONS)
@@ -83,7 +91,7 @@ class _SynthSettings:
             raise IfheError(f"synth.betas must be two numbers in [0, 1) or null, got {self.betas!r}")
         for name in ("iterations", "batch_size", "nz", "cr_bank", "cr_negatives", "cr_head_dim", "commit_every"):
             _positive_int(f"synth.{name}", getattr(self, name))
-        for name in ("lr_z", "h_hidden", "grad_clip"):
+        for name in ("lr_z", "h_hidden", "grad_clip", "g_life"):
             _non_negative(f"synth.{name}", getattr(self, name))
         for name in ("lr_g", "adv_T", "cr_T", "bn_first_multiplier"):
             _positive(f"synth.{name}", getattr(self, name))
@@ -95,8 +103,9 @@ class _SynthSettings:
             raise IfheError(f"synth.reset_l0_at must be a fraction of the run in [0, 1] or null, got {self.reset_l0_at!r}")
         if self.lr_g_schedule != "constant" and self.param != "generator":
             raise IfheError("synth.lr_g_schedule: a schedule of the generator's learning rate needs param=generator")
-        if self.reset_l0_at is not None and self.param == "pixels":
-            raise IfheError("synth.reset_l0_at: re-initialising a generator layer needs a generator, not pixels")
+        if self.reset_l0_at is not None and self.param not in ("generator", "meta"):
+            raise IfheError(f"synth.reset_l0_at: re-initialising a generator's first layer needs param=generator "
+                            f"or meta, not {self.param}")
         if self.cr_negatives > self.cr_bank:
             raise IfheError(f"synth.cr_negatives ({self.cr_negatives}) cannot exceed synth.cr_bank ({self.cr_bank})")
         for t in TERMS:
@@ -302,6 +311,8 @@ def _cpu_scale(synth: dict, distill: dict) -> tuple[dict, dict]:
         s["iterations"] = 200
     elif s["param"] == "generator" and s.get("lr_z", 1e-3) > 0:
         s["iterations"], s["reset_generator"] = 20, False
+    elif s["param"] == "label":   # a kept generator, as generator + z: at most 20 steps a round
+        s["iterations"] = min(s.get("iterations", 200), 20)
     if s.get("cr"):
         s["cr_bank"] = max(1, round(s.get("cr_bank", 40960) * ratio))
         s["cr_negatives"] = max(1, round(s.get("cr_negatives", 4096) * ratio))
@@ -329,6 +340,7 @@ def preset_run(method: str, scale: str = "cpu") -> dict:
     run = dict(spec.run)
     if scale == "cpu":
         run.pop("rounds", None)
+        run.update(spec.cpu_run)
     return run
 
 

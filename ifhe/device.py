@@ -128,7 +128,7 @@ class RunRNG:
             self.dev.set_state(state["dev"])
 
 
-_INIT_LOCK = __import__("threading").Lock()
+_INIT_LOCK = __import__("threading").RLock()  # re-entrant: a synthesizer built inside seeded_init may seed its own parts
 
 
 @contextmanager

@@ -21,6 +21,7 @@ class Method:
     run: dict = field(default_factory=dict)          # RunConfig settings at the reference scale (rounds, warmup)
     cpu_synth: dict = field(default_factory=dict)    # exceptions to the CPU rule (config._cpu_scale)
     cpu_distill: dict = field(default_factory=dict)
+    cpu_run: dict = field(default_factory=dict)      # run settings at the CPU scale (a warm-up as a share of time)
     source: str = ""              # the code the reference settings follow
     variants: dict = field(default_factory=dict)     # extra sweep variants: name -> synth overrides
 
@@ -83,6 +84,18 @@ METHOD_SPECS: dict[str, Method] = {m.name: m for m in (
            run=dict(rounds=220, warmup=20 / 220),
            source="zju-vipa/Fast-Datafree scripts/fast_cifar.sh (WRN, g_steps 5)",
            variants={"fast+ifhe": {"alpha": 0.5}}),
+    Method("nayer", "NAYER", "label embeddings through noisy layers re-drawn every batch; generator kept for "
+                             "g_life rounds; warm-up without KD; KD from the bank",
+           synth=dict(param="label", iterations=30, batch_size=400, lr_g=4e-3, lr_z=0.0, nz=1000, g_life=20,
+                      embedding="classifier", targets="balanced", beta=10.0, bn_momentum=0.9, oh=0.5, gamma=1.33),
+           distill=dict(steps_per_round=200, batch_size=512, lr=0.2, lr_min=2e-4),
+           # 20 warm-up epochs of 10 batches, then 100 epochs of 2 batches (g_loops) with 400 KD steps each
+           run=dict(rounds=400, warmup=0.5),
+           # in time, NAYER's warm-up (no KD) is about its share of epochs, 20 of 120
+           cpu_run=dict(warmup=20 / 120),
+           source="tmtuan1307/NAYER scripts/nayer_100.sh (c10w402w161: g_steps 30), datafree_kd.py, "
+                  "datafree/synthesis/nayer.py; the class embedding from the teacher's classifier, not CLIP",
+           variants={"nayer+ifhe": {"alpha": 0.5}}),
     Method("ifhe", "IFHE", "generator + z, re-initialised each round; L_H on the teacher's intermediate "
                            "features; KD of student and h from the bank",
            synth=dict(param="generator", iterations=200, batch_size=256, lr_g=1e-3, lr_z=1e-3, reset_generator=True,

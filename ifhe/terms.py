@@ -2,7 +2,8 @@
 synthesis step, and how it is written. This table drives the weighted sum in `ifhe.synth.inversion`, the weight
 fields of `SynthConfig` and their validation, the live weights (the app's sliders) and the app's charts.
 
-Adding a term is one function of `losses.py` plus one row here (its weight becomes `synth.<weight>`).
+Adding a term is one function of `losses.py` plus one row here (its weight becomes `synth.<weight>`); a term
+that carries state from step to step adds a `TermState` (ifhe/synth/term_state.py) and its `make_state`.
 """
 from __future__ import annotations
 
@@ -36,11 +37,16 @@ class StepTensors:
     stats: list["BNStats"]        # BN statistics of the teacher's pass on x
     tap: "FeatureTap | ProbedFeatures"  # the teacher's pooled stage outputs on x
     head_logits: torch.Tensor | None = None   # h(f_T), set by L_H (the app shows h's agreement with the teacher)
+    states: dict[str, Any] = field(default_factory=dict)   # the terms' states (Term.make_state), by term key
     _student_logits: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def cfg(self):
         return self.synth.cfg
+
+    def state(self, key: str):
+        """The state term `key` built at the start (None when it keeps none in this run)."""
+        return self.states.get(key)
 
     def student_logits(self) -> torch.Tensor:
         if self._student_logits is None:
@@ -54,8 +60,16 @@ def _heterogeneity(s: StepTensors) -> torch.Tensor:
 
 
 def _bn_statistics(s: StepTensors) -> torch.Tensor:
+    mom = s.state("bns")
     return _L().bn_stat_loss(s.stats, first_multiplier=s.cfg.bn_first_multiplier,
-                          momentum_stats=s.synth.bn_momentum_stats, momentum=s.cfg.bn_momentum)
+                             momentum_stats=mom.stats if mom is not None else None, momentum=s.cfg.bn_momentum)
+
+
+def _bn_momentum_state(synth):
+    if synth.cfg.bn_momentum <= 0:
+        return None
+    from .synth.term_state import BNMomentumState
+    return BNMomentumState(synth)
 
 
 def _adversarial(s: StepTensors) -> torch.Tensor | None:
@@ -74,7 +88,14 @@ def _one_hot(s: StepTensors) -> torch.Tensor:
 
 
 def _contrastive(s: StepTensors) -> torch.Tensor:
-    return s.synth.contrastive(s)
+    return s.state("cr").loss(s)
+
+
+def _contrastive_state(synth):
+    if synth.cfg.cr <= 0:
+        return None
+    from .synth.term_state import ContrastiveState
+    return ContrastiveState(synth)
 
 
 def _activation(s: StepTensors) -> torch.Tensor:
@@ -106,6 +127,8 @@ class Term:
     stages: Callable[[Any], tuple[str, ...]] = lambda cfg: ()  # the teacher stages it reads (feature taps)
     requires: Callable[[Any], str | None] = lambda cfg: None  # why it cannot be used with this config, or None
     switchable: bool = True       # can it be switched on/off during a run (some need state built at start)
+    # the state it carries (ifhe.synth.term_state.TermState), built when a synthesizer starts; None: none needed
+    make_state: Callable[[Any], Any] = lambda synth: None
     primary: bool = False         # one of the paper's alpha, beta, gamma
     slider_max: float = 3.0
 
@@ -121,7 +144,7 @@ TERMS: tuple[Term, ...] = (
          r"\lVert \tilde\sigma^2_l - \sigma^2_l \rVert_2",
          "the batch mean and variance at every BatchNorm input match the teacher's running statistics "
          "(DeepInversion's prior for realistic images).",
-         _bn_statistics, primary=True, slider_max=20.0),
+         _bn_statistics, primary=True, slider_max=20.0, make_state=_bn_momentum_state),
     Term("adv", "gamma", 0.0, "γ — adversarial L_adv",
          r"\small \mathcal{L}_{adv} = -\tfrac{1}{N}\sum_i m_i\,\mathrm{KL}\big(T(\hat x_i)\,\Vert\, S(\hat x_i)\big)",
          "m_i = 1 where student and teacher agree on x̂_i: those images are pushed to where they disagree, so "
@@ -136,7 +159,7 @@ TERMS: tuple[Term, ...] = (
          r"{\sum_j e^{\langle v_i, v_j\rangle/\tau}}",
          "each image's local crop must pick its own global view among the current batch and a memory of "
          "earlier images: the images of a bank must differ from one another (CMI).",
-         _contrastive, requires=_needs_generator, switchable=False),
+         _contrastive, requires=_needs_generator, switchable=False, make_state=_contrastive_state),
     Term("act", "act", 0.0, "activation L_act (DAFL)",
          r"\small \mathcal{L}_{act} = -\tfrac{1}{N}\lVert f_T^{pen}(\hat x)\rVert_1",
          "strong activations of the teacher's penultimate features (DAFL).",

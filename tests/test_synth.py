@@ -111,7 +111,7 @@ def test_generator_state_roundtrip(teacher):
     b.load_state_dict(a.state_dict())
     for (k, x), y in zip(a.generator.state_dict().items(), b.generator.state_dict().values()):
         assert torch.equal(x, y), k
-    assert b.bn_momentum_stats is not None
+    assert b.term_states["bns"].stats is not None
 
 
 def test_cmi_memory_is_bounded_and_fills_round_by_round(teacher):
@@ -120,9 +120,10 @@ def test_cmi_memory_is_bounded_and_fills_round_by_round(teacher):
         s.start_round(r)
         s.step()
         s.commit()
-        assert s.negatives.count == min(12, 6 * (r + 1))
-    assert s.negatives.data.shape[0] == 12 and s.negatives.data.dtype == torch.float16
-    assert s.negatives.nbytes == 12 * s.negatives.data.shape[1] * 2
+        assert s.term_states["cr"].memory.count == min(12, 6 * (r + 1))
+    memory = s.term_states["cr"].memory
+    assert memory.data.shape[0] == 12 and memory.data.dtype == torch.float16
+    assert memory.nbytes == 12 * memory.data.shape[1] * 2
 
 
 def test_gan_style_sample(teacher):
@@ -148,7 +149,7 @@ def test_student_mode_while_the_generator_is_scored(teacher, method, training):
 
 def test_cmi_draws_negatives_at_random_from_the_whole_memory():
     """CMI's MemoryBank.get_data: k distinct rows, uniformly from every row written (not the newest k)."""
-    from ifhe.synth.inversion import FeatureMemory
+    from ifhe.synth.term_state import FeatureMemory
     mem = FeatureMemory(capacity=40, dim=2, device=torch.device("cpu"))
     mem.add(torch.arange(30, dtype=torch.float32)[:, None].repeat(1, 2))
     assert mem.count == 30
@@ -167,7 +168,7 @@ def test_cmi_draws_negatives_at_random_from_the_whole_memory():
 
 def test_memory_size_of_cmis_bank_is_stated():
     """40,960 rows of (local, global) features of a WRN-16-2 teacher (912 BN channels a view), in float16."""
-    from ifhe.synth.inversion import FeatureMemory
+    from ifhe.synth.term_state import FeatureMemory
     mem = FeatureMemory(40960, 2 * 912, torch.device("meta"))
     assert mem.nbytes == 40960 * 1824 * 2  # 149 MB, half of CMI's float32 bank
 

@@ -6,6 +6,9 @@
   input as it is (already normalized), and its BatchNorms use eps 0.8, as DAFL-train.py writes them.
 - "zskt": ZSKT's generator: the output is a BatchNorm with affine parameters (the teacher's input as it is).
 
+- `LabelGenerator`: NAYER's NLGenerator (Tran et al., CVPR 2024): no z; a class embedding, a BatchNorm1d, one
+  "noisy layer" (a Linear re-drawn from N(0, 1) before every batch) per group of samples, then the "cmi" body.
+
 `output_space` says which: "unit" ([0, 1], normalized afterwards) or "normalized" (the teacher's input space).
 """
 from __future__ import annotations
@@ -104,3 +107,61 @@ class ZSKTGenerator(Generator):
 
 GENERATORS: dict[str, type[Generator]] = {"cmi": Generator, "large": LargeGenerator, "dafl": DAFLGenerator,
                                           "zskt": ZSKTGenerator}
+
+
+class LabelGenerator(nn.Module):
+    """NAYER's `NLGenerator` (tmtuan1307/NAYER datafree/models/generator.py): images from class labels.
+
+    Each target's row of `embedding` (C x E: NAYER uses CLIP text embeddings; see `class_embedding` for ours)
+    goes through BatchNorm1d(E), then through the noisy layer of its group (sample i uses layer i // group, a
+    Linear(E -> le_size)); the "cmi" generator maps the result to an image. The noisy layers are re-drawn from
+    N(0, 1) before every batch (`reinit_noise`, NAYER's `re_init_le`); the rest is kept and learns."""
+
+    output_space = "unit"
+
+    def __init__(self, embedding: torch.Tensor, batch_size: int, group: int, le_size: int = 1000, ngf: int = 64,
+                 img_size: int = 32, nc: int = 3):
+        super().__init__()
+        if embedding.dim() != 2:
+            raise ValueError(f"embedding must be (classes, dim), got shape {tuple(embedding.shape)}")
+        self.register_buffer("embedding", embedding.detach().float().clone())
+        self.group = group
+        n_layers = -(-batch_size // group)
+        self.norm = nn.BatchNorm1d(embedding.shape[1])
+        self.noisy = nn.ModuleList(nn.Linear(embedding.shape[1], le_size) for _ in range(n_layers))
+        self.net = Generator(nz=le_size, ngf=ngf, img_size=img_size, nc=nc)
+
+    @torch.no_grad()
+    def reinit_noise(self, rng: torch.Generator | None = None) -> None:
+        for layer in self.noisy:
+            nn.init.normal_(layer.weight, 0.0, 1.0, generator=rng)
+            nn.init.zeros_(layer.bias)
+
+    def codes(self, targets: torch.Tensor) -> torch.Tensor:
+        """The generator's input for a batch of class indices (the noisy layers' outputs)."""
+        if targets.dim() != 1 or len(targets) > len(self.noisy) * self.group:
+            raise ValueError(f"targets must be a vector of at most {len(self.noisy) * self.group} class indices")
+        le = self.norm(self.embedding[targets])
+        return torch.cat([self.noisy[i](le[j:j + self.group])
+                          for i, j in enumerate(range(0, len(targets), self.group))])
+
+    def forward(self, targets: torch.Tensor) -> torch.Tensor:
+        return self.net(self.codes(targets))
+
+
+def class_embedding(source: str, teacher: nn.Module, num_classes: int, dim: int = 512, seed: int = 0) -> torch.Tensor:
+    """The class embedding NAYER's generator starts from, without downloading anything. "classifier": the rows of
+    the teacher's last linear layer (C x D: what the teacher itself associates with each class; strictly
+    data-free, the default); "onehot": the identity (C x C); "gaussian": a fixed N(0, 1) draw (C x `dim`).
+    NAYER's own is CLIP's text embedding of "a image of <class>", which needs a download."""
+    if source == "classifier":
+        fc = getattr(teacher, "fc", None)
+        if not isinstance(fc, nn.Linear) or fc.out_features != num_classes:
+            raise ValueError("embedding=classifier needs a teacher whose last layer `fc` is a Linear with one row "
+                             "per class")
+        return fc.weight.detach().float().cpu().clone()
+    if source == "onehot":
+        return torch.eye(num_classes)
+    if source == "gaussian":
+        return torch.randn(num_classes, dim, generator=torch.Generator().manual_seed(seed))
+    raise ValueError(f"unknown class embedding {source!r}; known: classifier, onehot, gaussian")

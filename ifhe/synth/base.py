@@ -26,11 +26,13 @@ class StepReport:
 class ImageParametrization(Protocol):
     """How a method's images are made and what the optimizer moves: pixels, a generator and its z, or a
     meta-learned generator. `ifhe.synth.PARAMETRIZATIONS` maps `synth.param` to the class; each is built with
-    `from_config(cfg, normalizer, device, rng)`."""
+    `(cfg, normalizer, device, rng, teacher=..., num_classes=...)`."""
 
     generator: nn.Module | None
 
-    def start_round(self, batch_size: int) -> None: ...
+    def start_round(self, batch_size: int, targets: torch.Tensor | None = None) -> None:
+        """A new batch of `batch_size` images; `targets`: the round's classes (a label-conditioned generator
+        renders them)."""
 
     def render(self) -> torch.Tensor:
         """The current batch in [0, 1] (float; a generator whose output is the teacher's input is mapped back)."""

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import Normalizer
-from ..device import RunRNG, fast_layout
+from ..device import RunRNG, fast_layout, seeded_init
 from ..models import create_generator
-from ..models.generator import Generator
+from ..models.generator import Generator, LabelGenerator, class_embedding
 
 
 def upsample_conv3x3(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
@@ -146,7 +146,7 @@ class GeneratorImages(_GeneratorBase):
     """x = g(z). With lr_z > 0, z is a fresh N(0, I) batch each round, optimized with g; with lr_z = 0, z is
     redrawn at every step and only g learns (GAN-style)."""
 
-    def __init__(self, cfg, normalizer: Normalizer, device: torch.device, rng: RunRNG):
+    def __init__(self, cfg, normalizer: Normalizer, device: torch.device, rng: RunRNG, **_):
         super().__init__(cfg.generator, cfg.nz, normalizer, device, rng)
         self.lr_g, self.lr_z, self.reset, self.grad_clip = cfg.lr_g, cfg.lr_z, cfg.reset_generator, cfg.grad_clip
         self.betas = cfg.betas
@@ -156,7 +156,7 @@ class GeneratorImages(_GeneratorBase):
         self.opt_z: torch.optim.Optimizer | None = None
         self.batch_size = 0
 
-    def start_round(self, batch_size: int) -> None:
+    def start_round(self, batch_size: int, targets: torch.Tensor | None = None) -> None:
         self.batch_size = batch_size
         if self.reset:
             reinit_generator(self.generator, self.rng.dev)
@@ -218,7 +218,7 @@ class MetaGeneratorImages(_GeneratorBase):
     """Fast-Datafree: each round adapts a copy of the meta-generator (and z) for a few steps; the first-order
     MAML gradient, summed over those steps, updates the meta-generator once at the end of the round."""
 
-    def __init__(self, cfg, normalizer: Normalizer, device: torch.device, rng: RunRNG):
+    def __init__(self, cfg, normalizer: Normalizer, device: torch.device, rng: RunRNG, **_):
         super().__init__(cfg.generator, cfg.nz, normalizer, device, rng)
         self.lr_g, self.lr_z, self.betas = cfg.lr_g, cfg.lr_z, cfg.betas
         self.meta_opt = _adam(self.generator.parameters(), cfg.lr_g * cfg.iterations, self.betas)
@@ -226,7 +226,7 @@ class MetaGeneratorImages(_GeneratorBase):
         self.z: torch.Tensor | None = None
         self.opt: torch.optim.Optimizer | None = None
 
-    def start_round(self, batch_size: int) -> None:
+    def start_round(self, batch_size: int, targets: torch.Tensor | None = None) -> None:
         self.fast = copy.deepcopy(self.generator)
         self.z = self.noise(batch_size).requires_grad_()
         self.opt = _adam([{"params": self.fast.parameters()}, {"params": [self.z], "lr": self.lr_z}], self.lr_g,
@@ -259,3 +259,68 @@ class MetaGeneratorImages(_GeneratorBase):
     def load_state_dict(self, state: dict) -> None:
         self.generator.load_state_dict(state["generator"])
         self.meta_opt.load_state_dict(state["meta_opt"])
+
+
+class LabelGeneratorImages:
+    """NAYER (tmtuan1307/NAYER datafree/synthesis/nayer.py): x = g(noisy(BN(e_t))) for the round's targets t.
+
+    Before every round (one NAYER batch) the noisy layers are re-drawn and a fresh Adam (NAYER builds one per
+    batch) takes the generator's parameters; every `synth.g_life` rounds the whole generator is created anew
+    (NAYER's `reinit()`: PyTorch's default initialisation), and in between it is kept and keeps learning."""
+
+    def __init__(self, cfg, normalizer: Normalizer, device: torch.device, rng: RunRNG, teacher: nn.Module,
+                 num_classes: int):
+        self.cfg, self.normalizer, self.device, self.rng = cfg, normalizer, device, rng
+        self.num_classes = num_classes
+        self.embedding = class_embedding(cfg.embedding, teacher, num_classes)
+        self.generator = self._new_generator()
+        self.rounds_lived = 0
+        self.targets: torch.Tensor | None = None
+        self.opt: torch.optim.Optimizer | None = None
+
+    def _new_generator(self) -> LabelGenerator:
+        seed = int(torch.randint(0, 2 ** 62, (), generator=self.rng.cpu))
+        with seeded_init(seed, self.device):
+            g = LabelGenerator(self.embedding, self.cfg.batch_size, group=self.num_classes,
+                               le_size=self.cfg.nz).to(self.device)
+        return fast_layout(g).train()
+
+    def start_round(self, batch_size: int, targets: torch.Tensor | None = None) -> None:
+        if targets is None or len(targets) != batch_size:
+            raise ValueError("the label generator needs the round's targets")
+        if self.cfg.g_life and self.rounds_lived >= self.cfg.g_life:
+            self.generator, self.rounds_lived = self._new_generator(), 0
+        self.rounds_lived += 1
+        self.generator.reinit_noise(self.rng.dev)
+        self.targets = targets
+        self.opt = _adam(self.generator.parameters(), self.cfg.lr_g, self.cfg.betas)
+
+    def render(self) -> torch.Tensor:
+        g = self.generator
+        return generate(g.net, g.codes(self.targets))
+
+    def zero_grad(self) -> None:
+        self.opt.zero_grad(set_to_none=True)
+
+    def after_backward(self) -> None:
+        pass
+
+    def step(self) -> None:
+        self.opt.step()
+
+    def end_round(self) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.state_dict(), "rounds_lived": self.rounds_lived,
+                "opt": self.opt.state_dict() if self.opt is not None else None,
+                "targets": self.targets}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.rounds_lived = int(state["rounds_lived"])
+        if state.get("targets") is not None:
+            self.targets = state["targets"].to(self.device)
+            self.opt = _adam(self.generator.parameters(), self.cfg.lr_g, self.cfg.betas)
+            if state.get("opt"):
+                self.opt.load_state_dict(state["opt"])

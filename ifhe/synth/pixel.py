@@ -22,10 +22,10 @@ class PixelImages:
         self._hi = ((1 - normalizer.mean) / normalizer.std).to(device)
 
     @classmethod
-    def from_config(cls, cfg, normalizer: Normalizer, device: torch.device, rng: RunRNG) -> "PixelImages":
+    def from_config(cls, cfg, normalizer: Normalizer, device: torch.device, rng: RunRNG, **_) -> "PixelImages":
         return cls(cfg.lr_g, normalizer, device, rng, betas=cfg.betas or (0.5, 0.99))
 
-    def start_round(self, batch_size: int) -> None:
+    def start_round(self, batch_size: int, targets: torch.Tensor | None = None) -> None:
         self.x = torch.randn(batch_size, 3, self.img_size, self.img_size, device=self.device,
                              generator=self.rng.dev).requires_grad_()
         self.opt = torch.optim.Adam([self.x], lr=self.lr, betas=self.betas)
