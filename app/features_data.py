@@ -15,9 +15,7 @@ import streamlit as st
 from ifhe.bank import count_images
 from ifhe.catalog import teacher_info
 from ifhe.errors import IfheError
-from ifhe.feature_report import H_STAGE
-from ifhe.features import bank_set, feature_report as measure, h_stages_of, hover_script, real_set, run_config_of
-from ifhe.heads import PRETRAINED_HEAD
+from ifhe.heads import H_STAGE, PRETRAINED_HEAD
 from ifhe.methods import METHOD_LABELS
 from ifhe.models import create_model
 from ifhe.zoo import resolve_teacher
@@ -27,6 +25,9 @@ from .forms import build_config, form_defaults
 from .jobs import JobLimitError, registry
 from .runs import list_runs
 from .snapshot import class_names
+
+# ifhe.features brings the analysis stack (scikit-learn, scipy, openTSNE, pandas: about 1.4 s to import): it is
+# imported where a report is computed or shown, so the page draws its controls without waiting for it
 
 MAP_METHODS = ("deepinversion", "cmi", "ifhe")
 DEFAULT_N = 1000              # images per set, as `ifhe features`; the smallest set lowers it (the page says so)
@@ -63,6 +64,7 @@ class BankRef:
         cfg = bank_dir.parent / "config.yaml"
         teacher = method = None
         if cfg.is_file():
+            from ifhe.features import run_config_of
             c = run_config_of(Path(bank_dir))
             teacher, method = c.get("teacher"), c.get("method")
         return cls(str(bank_dir), size, str(teacher) if teacher else None, method)
@@ -112,6 +114,7 @@ def stage_options(teacher_ref: str | None) -> tuple[str, ...]:
 def feature_report(spec: tuple, cache_dir: str):
     """Computed once per spec (teacher, banks and their sizes, stage, n, real, labels, window), shared by every
     session; features are cached on disk under `cache_dir`."""
+    from ifhe.features import bank_set, feature_report as measure, h_stages_of, real_set
     teacher_ref, sets, stage, n, use_real, labels, window = spec
     teacher = resolve_teacher(teacher_ref)
     images, configs = [], []
@@ -220,6 +223,7 @@ def selected_point(report, event, stage: str, kind: str):
 
 def hover_html(report, fig) -> str:
     """A map as a standalone plotly page whose hover shows the image under the cursor."""
+    from ifhe.features import hover_script
     return fig.to_html(include_plotlyjs=True, full_html=True).replace("</body>", hover_script(report) + "</body>")
 
 

@@ -28,13 +28,13 @@ from threadpoolctl import threadpool_limits
 from .data import CIFAR10_CLASSES
 from .embedding import fit_map
 from .errors import IfheError
+from .heads import H_STAGE
 from .feature_metrics import (FOLDS, K_NEIGHBOURS, LABELINGS, METRICS, N_BOOT, N_ROUND_WINDOWS, NAN_INTERVAL,
                               PROBE_C, accuracy_interval, agreement_interval, channel_stats, draw, fixed_folds,
                               frechet_distance, out_of_fold, parse_window, round_windows, set_metrics, standardize,
                               window_indices, within_class_distance)
 from .stats import Interval
 
-H_STAGE = "h"                 # the pseudo-stage: h's input, the concatenation of the pooled h_stages
 MIN_ROUND_WINDOW = 50         # fewer images per window: no metric-vs-round curve
 
 

@@ -26,9 +26,9 @@ from .config import read_config_file
 from .data import load_split, to_unit
 from .embedding import PALETTE, plot_map, plot_rounds, set_colour
 from .errors import IfheError
-from .feature_report import (H_STAGE, FeatureReport, Features, ImageSet, compute_report, metrics_markdown,
-                             metrics_table, report_header)
-from .heads import DEFAULT_STAGES
+from .feature_report import (FeatureReport, Features, ImageSet, compute_report, metrics_markdown, metrics_table,
+                             report_header)
+from .heads import DEFAULT_STAGES, H_STAGE
 from .hooks import FeatureTap
 
 CACHE_DIR = Path(os.environ.get("IFHE_CACHE", ".ifhe_cache")) / "features"

@@ -13,7 +13,9 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
 import numpy as np
-from scipy import stats
+
+# scipy.stats takes most of a second to import: the functions that need it import it, so that reading a sweep's
+# intervals (the app's Compare page) does not wait for it
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ def _finite(values: Sequence[float | None]) -> np.ndarray:
 
 
 def t_quantile(df: int, level: float = 0.95) -> float:
+    from scipy import stats
     return float(stats.t.ppf(0.5 + level / 2, df))
 
 
@@ -126,6 +129,7 @@ def paired_difference(a: dict[int, float], b: dict[int, float], level: float = 0
     d = [a[s] - b[s] for s in seeds]
     diff = mean_interval(d, level)
     if len(d) >= 2 and diff.std > 0:
+        from scipy import stats
         t_p = float(stats.ttest_1samp(d, 0.0).pvalue)
     elif len(d) >= 2:  # identical differences: no spread, the sign is certain unless they are all zero
         t_p = 1.0 if diff.estimate == 0 else 0.0

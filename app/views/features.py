@@ -4,9 +4,6 @@ metrics with 95% intervals, and the metrics against round."""
 import streamlit as st
 import streamlit.components.v1 as components
 
-from ifhe.embedding import plot_map, plot_rounds
-from ifhe.feature_metrics import LABELINGS
-from ifhe.feature_report import MIN_ROUND_WINDOW, metrics_table
 from ifhe.methods import METHOD_LABELS
 
 from app import common, features_data as FV
@@ -35,6 +32,9 @@ def bank_progress() -> None:
 def show(report, stage: str) -> None:
     """The report at one stage: what was compared, both maps, the metrics, the image of a clicked point, the
     metrics against round."""
+    # the analysis stack (about 1.4 s to import) only once there is a report: the page's controls come first
+    from ifhe.embedding import plot_rounds
+    from ifhe.feature_report import MIN_ROUND_WINDOW, metrics_table
     st.caption(f"Teacher {report.teacher} · **{report.stage_label(stage)}** · n = {report.n} images per set · "
                f"labels: {'target t (real: true class)' if report.labels == 'target' else 'teacher prediction'}")
     for s in report.sets:
@@ -61,6 +61,8 @@ def show(report, stage: str) -> None:
 
 def show_maps(report, stage: str) -> dict:
     """The shared map beside the maps fitted per set; the selection events of the clickable ones."""
+    from ifhe.embedding import plot_map
+    from ifhe.feature_metrics import LABELINGS
     colour = st.radio("Colour points by", LABELINGS, horizontal=True, key="fm_colour",
                       format_func=lambda c: {"target": "target t (real: true class)",
                                              "predicted": "teacher's prediction"}[c])
