@@ -37,6 +37,9 @@ def health(url: str, timeout: float = 5.0) -> float:
 class Server:
     """`python -m streamlit run app/streamlit_app.py` on a free port; a context manager that ends it."""
 
+    name = "the app server"
+    new_session = False           # True: in a session of its own, as a terminal runs a command
+
     def __init__(self, env: dict | None = None, port: int | None = None, log: str | os.PathLike | None = None):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -44,17 +47,19 @@ class Server:
         self.log_path = Path(log) if log else None
         self.proc: subprocess.Popen | None = None
 
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(self.port),
+                "--server.address", "127.0.0.1", "--server.headless", "true",
+                "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+
     def start(self, timeout: float = 90.0) -> "Server":
-        cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(self.port),
-               "--server.address", "127.0.0.1", "--server.headless", "true",
-               "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
         out = open(self.log_path, "w") if self.log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                     cwd=str(ROOT))
+        self.proc = subprocess.Popen(self.command(), env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                     cwd=str(ROOT), start_new_session=self.new_session)
         t0 = time.perf_counter()
         while time.perf_counter() - t0 < timeout:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the app server exited with code {self.proc.returncode}"
+                raise RuntimeError(f"{self.name} exited with code {self.proc.returncode}"
                                    + (f"; see {self.log_path}" if self.log_path else ""))
             try:
                 health(self.url, timeout=2.0)
@@ -62,7 +67,7 @@ class Server:
             except OSError:
                 time.sleep(0.2)
         self.stop()
-        raise RuntimeError(f"the app server did not answer within {timeout:.0f} s")
+        raise RuntimeError(f"{self.name} did not answer within {timeout:.0f} s")
 
     def peak_rss_mb(self) -> float:
         """The server process's peak resident memory (VmHWM), in MB."""

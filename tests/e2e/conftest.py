@@ -1,7 +1,6 @@
 """Browser tests: the real app server in a subprocess, driven by Debian's Chromium through Playwright."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 

@@ -136,21 +136,12 @@ def test_no_deploy_button_or_developer_menu(server, browser):
 class _Demo(Server):
     """`ifhe demo` (which runs the server as its child) in a session of its own, as a terminal would run it."""
 
-    def start(self, timeout: float = 90.0) -> "Server":
-        import subprocess
+    name = "ifhe demo"
+    new_session = True
+
+    def command(self) -> list[str]:
         import sys
-        out = open(self.log_path, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "ifhe", "demo", "--port", str(self.port), "--headless"],
-                                     env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < timeout:
-            try:
-                health(self.url, timeout=2.0)
-                return self
-            except OSError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"ifhe demo did not answer within {timeout:.0f} s")
+        return [sys.executable, "-m", "ifhe", "demo", "--port", str(self.port), "--headless"]
 
 
 @pytest.mark.parametrize("launch, sig", [("server", signal.SIGTERM), ("ifhe demo", signal.SIGTERM),
