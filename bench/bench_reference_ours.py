@@ -171,8 +171,8 @@ def main():
         args.kd_iters = args.iters
     set_cpu_threads(args.threads)   # and the allocator tuning every ifhe run gets
     torch.manual_seed(args.seed)
-    from ifhe.zoo import load_teacher
-    t = load_teacher("cifar10_wrn16_2")
+    from ifhe.zoo import resolve_teacher
+    t = resolve_teacher("cifar10_wrn16_2")
     if args.mode == "kd":
         run_kd(args, t)
     else:

@@ -3,20 +3,28 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from .checkpoint import load_state, save_state
-from .config import SCHEDULES, SWA_BN, _choice
+from .fileio import read_meta
+from .config import PRECISIONS, SCHEDULES, SWA_BN, _choice
 from .data import NUM_CLASSES, Normalizer, load_split, normalization, random_crop_flip, to_unit
-from .device import autocast, check_precision, fast_layout, pick_device
+from .device import autocast, fast_layout, pick_device
 from .errors import IfheError
 from .evaluation import evaluate
 from .jsonl import JsonlLog
 from .models import check_architecture, create_model
+from .zoo import resolve_teacher
+
+
+MOMENTUM_KEPT = ("auto", "full", "bf16", "none")
+# a resumable checkpoint that may enter git stays under this size (weights + what is kept of the momentum)
+CHECKPOINT_BUDGET = 40 * 2 ** 20
 
 
 @dataclass(frozen=True)
@@ -39,14 +47,22 @@ class TrainConfig:
     # them on the augmented training images (SWA's paper). On the shipped WRN-16-2 (4 epochs at lr 0.005)
     # average gave the lower training loss, 0.126 vs 0.131 on 10,000 training images (test 90.16% vs 89.39%).
     swa_bn: str = "average"
-    precision: str = "fp32"  # fp32 | bf16: the forward pass under autocast, the loss in fp32 (ifhe.device.autocast)
+    # fp32 | bf16: the forward pass under autocast, the loss in fp32 (ifhe.device.autocast); auto: what a probe of
+    # this training step measures faster here (ifhe.precision), decided once and kept by the checkpoint
+    precision: str = "fp32"
+    # what the checkpoint keeps of SGD's momentum (README "Resumable from git"): full (exact resume), bf16 (half
+    # the bytes), none (weights only; the momentum is rebuilt on resume from `rebuild_steps` gradients), or auto:
+    # the most that keeps the checkpoint under CHECKPOINT_BUDGET bytes
+    momentum: str = "auto"
+    rebuild_steps: int = 20
 
     def validate(self) -> "TrainConfig":
         check_architecture(self.arch)  # before any data is looked for (or downloaded)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("swa_bn", self.swa_bn, SWA_BN)
-        check_precision(self.precision)
-        for name in ("epochs", "batch_size", "checkpoint_every"):
+        _choice("precision", self.precision, PRECISIONS)
+        _choice("momentum", self.momentum, MOMENTUM_KEPT)
+        for name in ("epochs", "batch_size", "checkpoint_every", "rebuild_steps"):
             if getattr(self, name) < 1:
                 raise IfheError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.max_lr > 0 or self.weight_decay < 0 or not 0 <= self.label_smoothing < 1:
@@ -95,17 +111,63 @@ def recompute_bn_statistics(model: torch.nn.Module, images: torch.Tensor, norm: 
     model.eval()
 
 
-def initial_weights(source: str, arch: str, num_classes: int):
-    """A zoo model or a .safetensors file to start training from (checked against arch and class count)."""
-    from .zoo import load_model, load_teacher, read_manifest
-
-    if source in read_manifest():
-        model = load_teacher(source)
-    else:
-        model, _ = load_model(source, arch, num_classes)
-    if model.arch != arch or model.num_classes != num_classes:
-        raise IfheError(f"init_from {source}: a {model.arch} with {model.num_classes} classes, not {arch}/{num_classes}")
+def initial_weights(source: str, arch: str, dataset: str):
+    """A zoo model or a .safetensors file to start training from (checked against arch and dataset)."""
+    model = resolve_teacher(source, arch, dataset=dataset)
+    if model.arch != arch or model.dataset != dataset:
+        raise IfheError(f"init_from {source}: a {model.dataset} {model.arch}, not {dataset}/{arch}")
     return model
+
+
+def momentum_kept(cfg: TrainConfig, model: torch.nn.Module) -> str:
+    """What the checkpoint keeps of the momentum: as configured, or for `auto` the most that keeps the file under
+    CHECKPOINT_BUDGET (WRN-16-2, WRN-40-2: full, exact resume; VGG11-BN's 37 MB of weights: none)."""
+    if cfg.momentum != "auto":
+        return cfg.momentum
+    weights = sum(v.numel() * v.element_size() for v in model.state_dict().values() if v.is_floating_point())
+    weights *= 2 if cfg.schedule == "swa" else 1   # the running average is a second copy
+    params = sum(p.numel() for p in model.parameters())
+    for mode, per_param in (("full", 4), ("bf16", 2)):
+        if weights + per_param * params <= CHECKPOINT_BUDGET:
+            return mode
+    return "none"
+
+
+def _stored_optimizer(opt: torch.optim.Optimizer, mode: str) -> dict:
+    state = opt.state_dict()
+    if mode == "full":
+        return state
+    if mode == "none":
+        return {"state": {}, "param_groups": state["param_groups"]}
+    return {"state": {k: {n: v.to(torch.bfloat16) if n == "momentum_buffer" else v for n, v in st.items()}
+                      for k, st in state["state"].items()}, "param_groups": state["param_groups"]}
+
+
+def rebuild_momentum(t: "_Training", cfg: TrainConfig, train_set, norm: Normalizer, dev: torch.device) -> None:
+    """SGD's momentum buffers from `cfg.rebuild_steps` gradients at the restored weights (learning rate 0: the
+    weights do not move; BN running statistics are put back): with momentum 0.9 the buffer is a decaying sum of
+    recent gradients, and 20 of them carry 88% of its weight. The batches come from their own stream, so the
+    resumed run's data order is the one it would have had."""
+    bn = {k: v.clone() for k, v in t.model.state_dict().items() if not v.is_floating_point() or "running" in k}
+    lrs = [g["lr"] for g in t.opt.param_groups]
+    gen = torch.Generator().manual_seed(cfg.seed * 7919 + t.step)
+    t.model.train()
+    for g in t.opt.param_groups:
+        g["lr"] = 0.0
+    for _ in range(cfg.rebuild_steps):
+        idx = torch.randint(len(train_set), (cfg.batch_size,), generator=gen).to(train_set.x.device)
+        xb = random_crop_flip(train_set.x[idx], generator=gen).to(dev)
+        xb = norm(to_unit(xb)).contiguous(memory_format=torch.channels_last)
+        with autocast(xb.device, cfg.precision):
+            logits = t.model(xb)
+        loss = F.cross_entropy(logits.float(), train_set.y[idx].to(dev), label_smoothing=cfg.label_smoothing)
+        t.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        t.opt.step()
+    for g, lr in zip(t.opt.param_groups, lrs):
+        g["lr"] = lr
+    t.model.load_state_dict({**t.model.state_dict(), **bn})
+    t.needs_momentum = False
 
 
 @dataclass
@@ -117,6 +179,7 @@ class _Training:
     aug_gen: torch.Generator
     average: dict[str, torch.Tensor]     # SWA: the running average of the epoch-end weights
     step: int = 0
+    needs_momentum: bool = False         # resumed from a checkpoint that kept no momentum
 
 
 def _start(cfg: TrainConfig, ckpt_path: Path, nc: int, dev: torch.device, resume: bool) -> _Training:
@@ -134,20 +197,24 @@ def _start(cfg: TrainConfig, ckpt_path: Path, nc: int, dev: torch.device, resume
             raise IfheError(f"{ckpt_path}: was started with a different config {meta.get('config')}; "
                             f"resume with the same arguments")
         model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        opt.load_state_dict(state["optimizer"])   # bf16 buffers come back as the parameters' float32
         t.aug_gen.set_state(state["aug_rng"])
         t.step = state["step"]
+        t.needs_momentum = t.step > 0 and not state["optimizer"]["state"]
         if cfg.schedule == "swa":
             t.average = state["swa"]
     elif cfg.init_from:
-        model.load_state_dict(initial_weights(cfg.init_from, cfg.arch, nc).state_dict())
+        model.load_state_dict(initial_weights(cfg.init_from, cfg.arch, cfg.dataset).state_dict())
     return t
 
 
 def _save(t: _Training, cfg: TrainConfig, path: Path) -> None:
     swa = {"swa": t.average} if cfg.schedule == "swa" else {}
-    save_state(path, {"model": t.model.state_dict(), "optimizer": t.opt.state_dict(), "aug_rng": t.aug_gen.get_state(),
-                      "step": t.step, **swa}, {"config": asdict(cfg), "arch": cfg.arch, "dataset": cfg.dataset})
+    mode = momentum_kept(cfg, t.model)
+    save_state(path, {"model": t.model.state_dict(), "optimizer": _stored_optimizer(t.opt, mode),
+                      "aug_rng": t.aug_gen.get_state(), "step": t.step, **swa},
+               {"config": asdict(cfg), "arch": cfg.arch, "dataset": cfg.dataset, "momentum_kept": mode,
+                "precision_used": cfg.precision})
 
 
 def _batch(train_set, cfg: TrainConfig, t: _Training, steps_per_epoch: int, norm, dev):
@@ -173,6 +240,64 @@ def _train_step(t: _Training, cfg: TrainConfig, xb, yb, lr: float):
     return loss.detach(), (logits.argmax(1) == yb).sum()
 
 
+def _arithmetic(cfg: TrainConfig, ckpt_path: Path | None, nc: int, dev: torch.device) -> str:
+    """The precision this training runs in: as asked, the one its checkpoint started with, or for `auto` what a
+    probe of its own step (forward + backward at its batch size) measures faster on this machine."""
+    if cfg.precision != "auto":
+        return cfg.precision
+    if ckpt_path is not None and ckpt_path.exists():
+        used = read_meta(ckpt_path).get("meta", {}).get("precision_used")
+        if used:
+            return used
+    from .precision import choose_precision
+
+    model = fast_layout(create_model(cfg.arch, nc).to(dev)).train()
+
+    def step(precision: str) -> float:
+        x = torch.randn(cfg.batch_size, 3, 32, 32, device=dev).contiguous(memory_format=torch.channels_last)
+        t0 = time.perf_counter()
+        for _ in range(3):
+            with autocast(dev, precision):
+                out = model(x)
+            out.float().logsumexp(1).mean().backward()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        return (time.perf_counter() - t0) / 3
+
+    return choose_precision("auto", dev, step, f"train-{cfg.arch}-{cfg.batch_size}")[0]
+
+
+def _data(cfg: TrainConfig, data: str | None, subset: int | None, dev: torch.device):
+    train_set = load_split(cfg.dataset, "train", data)
+    test_set = load_split(cfg.dataset, "test", data)
+    if subset:
+        train_set, test_set = train_set.subset(subset, cfg.seed), test_set.subset(max(100, subset // 5), cfg.seed)
+    nc = NUM_CLASSES[cfg.dataset]
+    if int(train_set.y.max()) >= nc:
+        raise IfheError(f"data has labels up to {int(train_set.y.max())} but {cfg.dataset} has {nc} classes")
+    if dev.type == "cuda":  # the uint8 images live on the GPU: batches are gathered and augmented there
+        train_set.x, train_set.y = train_set.x.to(dev), train_set.y.to(dev)
+    return train_set, test_set, nc
+
+
+class _EpochMeter:
+    """Loss and accuracy summed on the device (no host sync per step), wall and CPU seconds of the epoch."""
+
+    def __init__(self, dev: torch.device):
+        self.loss, self.correct = torch.zeros((), device=dev), torch.zeros((), device=dev)
+        self.seen, self.t0, self.cpu0 = 0, time.time(), time.process_time()
+
+    def add(self, loss: torch.Tensor, right: torch.Tensor, n: int) -> None:
+        self.loss += loss * n
+        self.correct += right
+        self.seen += n
+
+    def record(self) -> dict:
+        return {"train_loss": (self.loss / max(1, self.seen)).item(),
+                "train_acc": 100 * (self.correct / max(1, self.seen)).item(),
+                "seconds": time.time() - self.t0, "cpu_seconds": time.process_time() - self.cpu0}
+
+
 def train_classifier(cfg: TrainConfig, out: str | Path, data: str | None = None, resume: bool = False,
                      device: str | None = None, progress: bool = True, max_steps: int | None = None,
                      subset: int | None = None) -> dict:
@@ -183,57 +308,52 @@ def train_classifier(cfg: TrainConfig, out: str | Path, data: str | None = None,
     if ckpt_path.exists() and not resume:
         raise IfheError(f"{out} already holds a training run; pass --resume to continue it or pick another --out")
     dev = pick_device(device)
-    train_set = load_split(cfg.dataset, "train", data)
-    test_set = load_split(cfg.dataset, "test", data)
-    if subset:
-        train_set, test_set = train_set.subset(subset, cfg.seed), test_set.subset(max(100, subset // 5), cfg.seed)
-    nc = NUM_CLASSES[cfg.dataset]
-    if int(train_set.y.max()) >= nc:
-        raise IfheError(f"data has labels up to {int(train_set.y.max())} but {cfg.dataset} has {nc} classes")
-    if dev.type == "cuda":  # the uint8 images live on the GPU: batches are gathered and augmented there
-        train_set.x, train_set.y = train_set.x.to(dev), train_set.y.to(dev)
+    train_set, test_set, nc = _data(cfg, data, subset, dev)
     norm = Normalizer(*normalization(cfg.dataset)).to(dev)
+    cfg = replace(cfg, precision=_arithmetic(cfg, ckpt_path if resume else None, nc, dev))
     t = _start(cfg, ckpt_path, nc, dev, resume)
+    if t.needs_momentum:
+        rebuild_momentum(t, cfg, train_set, norm, dev)
     out.mkdir(parents=True, exist_ok=True)
     steps_per_epoch = len(train_set) // cfg.batch_size
     total = steps_per_epoch * cfg.epochs
     log.keep(lambda r: r.get("epoch", 0) <= t.step // steps_per_epoch)
-
-    from tqdm import tqdm
     bar = tqdm(total=total, initial=t.step, disable=not progress, unit="step", dynamic_ncols=True)
-    last = max_steps if max_steps is not None else total
-    # summed on the device: no host sync per step
-    loss_sum, correct, seen, t0 = torch.zeros((), device=dev), torch.zeros((), device=dev), 0, time.time()
+    meter = _EpochMeter(dev)
     t.model.train()
-    while t.step < min(total, last):
+    while t.step < min(total, max_steps if max_steps is not None else total):
         xb, yb = _batch(train_set, cfg, t, steps_per_epoch, norm, dev)
-        loss, right = _train_step(t, cfg, xb, yb, learning_rate(cfg, t.step, total))
-        loss_sum += loss * len(yb)
-        correct += right
-        seen += len(yb)
+        meter.add(*_train_step(t, cfg, xb, yb, learning_rate(cfg, t.step, total)), len(yb))
         bar.update(1)
         if t.step % 20 == 0:
-            bar.set_postfix(loss=f"{(loss_sum / max(seen, 1)).item():.3f}", epoch=t.step // steps_per_epoch + 1)
+            bar.set_postfix(loss=f"{(meter.loss / max(meter.seen, 1)).item():.3f}", epoch=t.step // steps_per_epoch + 1)
         if t.step % steps_per_epoch == 0:
             epoch = t.step // steps_per_epoch
             if cfg.schedule == "swa":
                 add_to_average(t.average, t.model, count=epoch - 1)
             acc = evaluate(t.model, test_set, norm, dev)
-            log.append({"epoch": epoch, "step": t.step, "train_loss": (loss_sum / seen).item(),
-                        "train_acc": 100 * (correct / seen).item(), "test_acc": acc,
-                        "lr": t.opt.param_groups[0]["lr"], "seconds": time.time() - t0})
+            log.append({"epoch": epoch, "step": t.step, "test_acc": acc, "lr": t.opt.param_groups[0]["lr"],
+                        **meter.record()})
             bar.write(f"epoch {epoch}/{cfg.epochs}: test accuracy {acc:.2f}%")
-            loss_sum, correct, seen, t0 = torch.zeros((), device=dev), torch.zeros((), device=dev), 0, time.time()
+            meter = _EpochMeter(dev)
             _save(t, cfg, ckpt_path)
         elif t.step % cfg.checkpoint_every == 0:
             _save(t, cfg, ckpt_path)
     _save(t, cfg, ckpt_path)
     bar.close()
+    return _finish(t, cfg, train_set, test_set, norm, dev, total, steps_per_epoch, log)
+
+
+def _finish(t: _Training, cfg: TrainConfig, train_set, test_set, norm, dev, total: int, steps_per_epoch: int,
+            log: JsonlLog) -> dict:
     if cfg.schedule == "swa" and t.step >= total:
         # the checkpoint keeps the last iterate, so the average is rebuilt the same way after any resume
         t.model.load_state_dict({**t.model.state_dict(), **t.average})
         if cfg.swa_bn == "recompute":
             recompute_bn_statistics(t.model, train_set.x, norm, dev, seed=cfg.seed)
     acc = evaluate(t.model, test_set, norm, dev)
+    records = [r for r in log.read() if "epoch" in r]
     return {"model": t.model, "test_acc": acc, "step": t.step, "total_steps": total,
-            "epochs_done": t.step / steps_per_epoch, "finished": t.step >= total}
+            "epochs_done": t.step / steps_per_epoch, "finished": t.step >= total,
+            "wall_minutes": sum(r.get("seconds", 0.0) for r in records) / 60,
+            "cpu_minutes": sum(r.get("cpu_seconds", 0.0) for r in records) / 60}

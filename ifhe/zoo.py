@@ -18,9 +18,6 @@ from .device import fast_layout
 from .errors import CheckpointError, IfheError
 from .models import create_model
 
-# ifhe/train.py's initial_weights still imports read_manifest from here; the catalogue is its home
-read_manifest = catalog.read_manifest
-
 
 def freeze(model: nn.Module) -> nn.Module:
     """Eval mode and no parameter gradients: halves the cost of an inversion step on CPU."""

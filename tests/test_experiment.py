@@ -23,6 +23,7 @@ def cfg(method="ifhe", **over):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_end_to_end_on_real_cifar10(method, shipped_teacher, tiny_cifar, tmp_path):
+    # real images on purpose: every method is promised to run end to end on real CIFAR-10 with the shipped teacher
     from ifhe.data import load_split
     test = load_split("cifar10", "test", tiny_cifar)
     fin = run_to_end(Run(cfg(method), tmp_path, teacher=shipped_teacher, test_set=test))
