@@ -449,11 +449,12 @@ class Run:
         yield from self._emit(Finished(p.round, reason, p.student_acc, p.head_acc, p.elapsed_s, len(self.bank)))
 
     def _budget_spent(self) -> bool:
-        """Whether the time budget is used up: checked before every synthesis and KD step, so that a run
-        overshoots its budget by at most one step (under torchrun only at round boundaries, where the ranks
-        agree)."""
+        """Whether the time budget is used up: checked before every synthesis and KD step once the first round is
+        done (a run always has one whole round, so a student to evaluate), so that a run overshoots its budget by
+        at most one step (under torchrun only at round boundaries, where the ranks agree)."""
         budget = self.cfg.budget_minutes
-        return budget is not None and not self.dist.enabled and self.clock.elapsed() >= 60 * budget
+        return budget is not None and not self.dist.enabled and self.progress.round > 0 \
+            and self.clock.elapsed() >= 60 * budget
 
     def _synthesis_round(self, record: dict):
         cfg, p, synth = self.cfg, self.progress, self.synth

@@ -38,10 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .config import make_config, to_dict
+from .config import make_config, reference_kd_passes, to_dict
 from .errors import IfheError
 from .evaluation import evaluate
-from .experiment import CHECKPOINT, Run, run_to_end
+from .experiment import CHECKPOINT, Run, compute_record, run_to_end
 from .fileio import atomic_write_text, json_safe
 from .jsonl import JsonlLog
 from .locks import CellLock, describe_holder, lock_holder
@@ -259,6 +259,10 @@ def run_cell(cell: Cell, out: Path, budget_minutes: float, data: str | None, ove
                "student_acc": final_acc, "head_acc": fin.head_acc, "rounds": fin.round,
                "kd_steps": run.progress.kd_steps, "bank_size": fin.bank_size, "elapsed_s": fin.elapsed_s,
                "reason": fin.reason, "config": to_dict(run.cfg), "curve": curve,
+               "precision": run.precision, "threads": run.cfg.threads,
+               "compute": compute_record(run.progress) | {
+                   "reference_kd_student": reference_kd_passes(run.cfg.method),
+                   "kd_steps_per_round": run.progress.kd_step_cap},
                "final_test_images": len(final_test_set) if final_test_set is not None else None,
                "dataset": run.dataset,
                "machine": invocation.get("machine") if invocation else None,

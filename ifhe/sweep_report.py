@@ -175,14 +175,27 @@ def _paired_table(summaries: list[dict], analysis: dict) -> list[str]:
 def _cells_table(summaries: list[dict], analysis: dict) -> list[str]:
     cm = analysis["machines"]["cell_machine"]
     lines = ["", "### Cells", "",
-             "| pair | variant | seed | student top-1 | h top-1 | rounds | KD steps | bank | calibration | machine |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| pair | variant | seed | student top-1 | h top-1 | rounds | KD steps | bank | synthesis s | KD s | "
+             "share of the reference run's KD sample-passes | precision | calibration | machine |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in summaries:
         lines.append(f"| {_pair_label(s['pair'], summaries)} | {s['variant']} | {s['seed']} | "
                      f"{_num(s.get('student_acc'))} | {_num(s.get('head_acc'))} | {s.get('rounds', '–')} | "
-                     f"{s.get('kd_steps', '–')} | {s.get('bank_size', '–')} | "
+                     f"{s.get('kd_steps', '–')} | {s.get('bank_size', '–')} | {_compute_cells(s)} | "
+                     f"{s.get('precision') or (s.get('config') or {}).get('precision', '–')} | "
                      f"{calibration_text(s.get('calibration'))} | {cm.get(cell_id(s), '–')} |")
     return lines
+
+
+def _compute_cells(s: dict) -> str:
+    """Synthesis seconds | KD seconds | the share of the reference run's student sample-passes (cells written
+    before runs counted their compute show dashes)."""
+    c = s.get("compute") or {}
+    if not c:
+        return "– | – | –"
+    ref = c.get("reference_kd_student")
+    share = f"{100 * c['kd_student'] / ref:.2f}%" if ref and c.get("kd_student") is not None else "–"
+    return f"{_num(c.get('synth_s'), 0)} | {_num(c.get('kd_s'), 0)} | {share}"
 
 
 def write_curves(summaries: list[dict], out: Path, bands: list[dict] | None = None) -> dict[str, Path]:

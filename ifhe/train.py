@@ -23,6 +23,15 @@ from .zoo import resolve_teacher
 
 
 MOMENTUM_KEPT = ("auto", "full", "bf16", "none")
+# What the one-cycle recipe takes from the fast-training literature (written into a published model's manifest).
+RECIPE_SOURCES = (
+    "one-cycle learning rate (linear warm-up, cosine to ~0): Smith & Topin 2019, Super-Convergence, arXiv:1708.07120",
+    "few epochs with one-cycle, label smoothing, large batches: Page 2018, How to train your ResNet (DAWNBench)",
+    "learning rate scaled with the batch: Goyal et al. 2017, arXiv:1706.02677",
+    "label smoothing 0.1: Szegedy et al. 2016, Rethinking the Inception Architecture",
+    "bf16 forward passes and channels_last only where measured faster on the machine (ifhe.precision)",
+    "no test-time augmentation: a plain network evaluated on plain test images",
+)
 # a resumable checkpoint that may enter git stays under this size (weights + what is kept of the momentum)
 CHECKPOINT_BUDGET = 40 * 2 ** 20
 
@@ -355,5 +364,6 @@ def _finish(t: _Training, cfg: TrainConfig, train_set, test_set, norm, dev, tota
     records = [r for r in log.read() if "epoch" in r]
     return {"model": t.model, "test_acc": acc, "step": t.step, "total_steps": total,
             "epochs_done": t.step / steps_per_epoch, "finished": t.step >= total,
+            "precision": cfg.precision,
             "wall_minutes": sum(r.get("seconds", 0.0) for r in records) / 60,
             "cpu_minutes": sum(r.get("cpu_seconds", 0.0) for r in records) / 60}

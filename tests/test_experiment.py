@@ -96,6 +96,66 @@ def test_budget_stops_run(tiny_teacher, tmp_path):
     assert fin.reason == "budget" and fin.elapsed_s >= 3
 
 
+def test_budget_is_kept_to_one_step_and_compute_is_counted(tiny_teacher, tmp_path):
+    """Long rounds (12 synthesis iterations, 12 KD steps): the run still stops within one step of its budget, and
+    result.json counts the seconds and sample-passes of what it did."""
+    over = {"synth": {"iterations": 12}, "distill": {"steps_per_round": 12}}
+    run = Run(cfg("ifhe", rounds=10_000, budget_minutes=0.08, clock="wall", **over), tmp_path, teacher=tiny_teacher,
+              test_set=None)
+    fin = run_to_end(run)
+    p = run.progress
+    assert fin.reason == "budget" and p.round >= 1
+    step = (p.synth_s + p.kd_s) / max(1, p.synth_render // 8 + p.kd_steps)   # mean seconds a step
+    first_round = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])["elapsed_s"]
+    # the first round always completes (a run needs a student); after it the budget binds within a step
+    assert 60 * 0.08 <= fin.elapsed_s <= max(60 * 0.08, first_round) + 3 * step + 0.5
+    result = json.loads((tmp_path / "result.json").read_text())
+    c = result["compute"]
+    assert c["synth_render"] == p.synth_render > 0 and c["kd_student"] == 8 * p.kd_steps
+    assert c["synth_teacher"] == c["synth_render"] and c["synth_student"] == c["synth_render"]  # IFHE's L_adv
+    assert c["kd_teacher"] == c["kd_student"] and c["synth_s"] > 0 and c["kd_s"] >= 0
+    assert c["share_of_reference_kd"] == pytest.approx(c["kd_student"] / c["reference_kd_student"], abs=1e-6)
+    assert result["precision"] == "fp32" and result["precision_requested"] == "fp32"
+
+
+def test_kd_share_fixes_the_kd_steps_a_round_from_the_first_kd_round(tiny_teacher, tmp_path):
+    run = Run(cfg("ifhe", rounds=4, distill={"kd_share": 0.5, "steps_per_round": 1}), tmp_path,
+              teacher=tiny_teacher, test_set=None)
+    run_to_end(run)
+    cap = run.progress.kd_step_cap
+    assert cap is not None and cap >= 1 and run.progress.kd_steps == 4 * cap
+    with pytest.raises(IfheError, match="kd_share"):
+        cfg("dfq", distill={"kd_share": 0.5})
+
+
+def test_precision_auto_decides_once_and_is_recorded(tiny_teacher, tmp_path, monkeypatch):
+    monkeypatch.setenv("IFHE_PRECISION_AUTO", "bf16")
+    run = Run(cfg("ifhe", rounds=1, precision="auto"), tmp_path, teacher=tiny_teacher, test_set=None)
+    run_to_end(run)
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["precision"] == "bf16" and result["precision_requested"] == "auto"
+    monkeypatch.setenv("IFHE_PRECISION_AUTO", "fp32")   # a resumed run keeps what it started with
+    resumed = Run(cfg("ifhe", rounds=2, precision="auto"), tmp_path, resume=True, teacher=tiny_teacher,
+                  test_set=None)
+    assert resumed.precision == "bf16"
+
+
+def test_precision_probe_picks_the_faster_and_caches_it(tmp_path, monkeypatch):
+    from ifhe.precision import choose_precision
+
+    monkeypatch.delenv("IFHE_PRECISION_AUTO", raising=False)
+    monkeypatch.setenv("IFHE_CACHE", str(tmp_path))
+    calls = []
+
+    def probe(p):
+        calls.append(p)
+        return {"fp32": 1.0, "bf16": 0.95}[p]   # bf16 not 10% faster: the exact arithmetic stays
+    assert choose_precision("auto", torch.device("cpu"), probe, "x")[0] == "fp32"
+    assert choose_precision("auto", torch.device("cpu"), probe, "x")[1]["how"] == "cached probe" and len(calls) == 2
+    assert choose_precision("auto", torch.device("cpu"), lambda p: {"fp32": 1.0, "bf16": 0.5}[p], "y")[0] == "bf16"
+    assert choose_precision("fp32", torch.device("cpu"), None, "z") == ("fp32", {"how": "requested"})
+
+
 def test_distill_from_existing_bank(tiny_teacher, tmp_path):
     run_to_end(Run(cfg("ifhe", rounds=2), tmp_path / "a", teacher=tiny_teacher, test_set=None))
     run = Run(cfg("ifhe", rounds=2, bank=str(tmp_path / "a" / "bank")), tmp_path / "b", teacher=tiny_teacher,

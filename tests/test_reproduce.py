@@ -269,7 +269,7 @@ def test_mixed_calibrations_are_refused_unless_allowed(tmp_path):
     md = paths["md"].read_text()
     assert "**Mixed machines**" in md and "M2 = Slow CPU" in md
     assert "| cmi | 57.33 ± 2.52 (n=3) † |" in md
-    assert "| wrn16_2 → wrn16_1 | ifhe | 2 | 66.00 | 96.00 | 12 | 600 | 640 | 1.200 s | M2 |" in md
+    assert "| wrn16_2 → wrn16_1 | ifhe | 2 | 66.00 | 96.00 | 12 | 600 | 640 | – | – | – | – | 1.200 s | M2 |" in md
     d = json.loads(paths["json"].read_text())["paired"][0]
     assert d["seeds"] == [0] and d["excluded_seeds"] == [1, 2]  # never a difference across machines
     # cells recorded before calibrations existed: nothing to check, and the table says so

@@ -54,6 +54,13 @@ def command(a) -> int:
         earlier = catalog.read_manifest().get(cfg.init_from) if cfg.init_from else None
         if earlier:  # a fine-tuning stage of a zoo model: keep the whole history
             recipe, epochs = f"{earlier['recipe']} && {recipe}", earlier["epochs"] + cfg.epochs
-        entry = publish(result["model"], a.publish, cfg.dataset, result["test_acc"], epochs, recipe, role=a.role)
+        import torch
+
+        from ..train import RECIPE_SOURCES
+        cost = {"cpu_minutes": round(result["cpu_minutes"], 1), "wall_minutes": round(result["wall_minutes"], 1),
+                "threads": torch.get_num_threads(), "precision": result["precision"],
+                "recipe_sources": list(RECIPE_SOURCES)}
+        entry = publish(result["model"], a.publish, cfg.dataset, result["test_acc"], epochs, recipe, role=a.role,
+                        extra=cost)
         print(f"published {a.publish}: {entry['file']} sha256 {entry['sha256'][:12]}")
     return 0
