@@ -36,6 +36,14 @@ for s in "$@"; do
     d-fast) run d --methods fast+ifhe --budget-minutes 60 --seeds 1 ;;
     e) run e --methods ifhe cmi --budget-minutes 20 --seeds 1 --set synth.iterations=200 --set synth.reset_generator=true ;;
     f) run f --methods adi dafl dafl+ifhe zskt dfq dfq+ifhe --budget-minutes 10 --seeds 2 --compare dafl+ifhe:dafl --compare dfq+ifhe:dfq ;;
+    # the budget rule's pilot (README "Budgets"): KD's share of the run's time, on WRN-16-2 -> WRN-40-1 (a pair no
+    # final table uses), 5 CPU-minutes, 1 thread; each rule its own folder
+    pilot-kd50) run pilot-kd50 --table cifar10-pilot --methods ifhe fast --budget-minutes 5 --seeds 1 --precision auto ;;
+    pilot-share0.5) run pilot-share0.5 --table cifar10-pilot --methods ifhe fast --budget-minutes 5 --seeds 1 --precision auto --set distill.kd_share=0.5 ;;
+    pilot-share0.8) run pilot-share0.8 --table cifar10-pilot --methods ifhe fast --budget-minutes 5 --seeds 1 --precision auto --set distill.kd_share=0.8 ;;
+    # accuracy per CPU-minute: 10 minutes on 2 cores (20 CPU-minutes a run, one run at a time), the budget rule
+    # of the pilot, precision auto; then the 60-minute run of its best variant
+    g) JOBS=1 run g --threads 2 --jobs 1 --precision auto --methods ifhe cmi fast fast+ifhe nayer nayer+ifhe deepinversion --budget-minutes 10 --seeds 3 --set distill.kd_share="${KD_SHARE:-0.8}" --compare ifhe:cmi --compare fast+ifhe:fast --compare nayer+ifhe:nayer ;;
     vgg) SWEEP=vgg; out=results/sweep-vgg; ifhe reproduce --table cifar10-vgg --threads 1 --jobs "$JOBS" --out "$out" --methods ifhe cmi --budget-minutes 10 --seeds 1; commit "$out" ;;
     *) echo "unknown sweep $s" >&2 ;;
   esac
