@@ -236,7 +236,7 @@ def run_cell(cell: Cell, out: Path, budget_minutes: float, data: str | None, ove
     o = dict(overrides or {})
     cfg = make_config(method, "cpu", synth={**synth, **o.pop("synth", {})}, distill=o.pop("distill", {}),
                       teacher=cell.teacher, student=cell.student, seed=cell.seed, budget_minutes=budget_minutes,
-                      rounds=10 ** 6, data=data, **{"clock": "cpu", **o})
+                      rounds=o.pop("rounds", 10 ** 6), data=data, **{"clock": "cpu", **o})
     resume = (folder / CHECKPOINT).exists()
     history_path = folder / "invocations.json"
     history = []

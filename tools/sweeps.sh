@@ -44,6 +44,9 @@ for s in "$@"; do
     # accuracy per CPU-minute: 10 minutes on 2 cores (20 CPU-minutes a run, one run at a time), the budget rule
     # of the pilot, precision auto; then the 60-minute run of its best variant
     g) JOBS=1 run g --threads 2 --jobs 1 --precision auto --methods ifhe cmi fast fast+ifhe nayer nayer+ifhe deepinversion --budget-minutes 10 --seeds 3 --set distill.kd_share="${KD_SHARE:-0.8}" --compare ifhe:cmi --compare fast+ifhe:fast --compare nayer+ifhe:nayer ;;
+    # bf16 against fp32 at equal steps (30 rounds, no time budget): IFHE, CMI, Fast, 3 seeds each
+    prec-fp32) run prec-fp32 --methods ifhe cmi fast --budget-minutes 1000 --seeds 3 --precision fp32 --set rounds=30 ;;
+    prec-bf16) run prec-bf16 --methods ifhe cmi fast --budget-minutes 1000 --seeds 3 --precision bf16 --set rounds=30 ;;
     vgg) SWEEP=vgg; out=results/sweep-vgg; ifhe reproduce --table cifar10-vgg --threads 1 --jobs "$JOBS" --out "$out" --methods ifhe cmi --budget-minutes 10 --seeds 1; commit "$out" ;;
     *) echo "unknown sweep $s" >&2 ;;
   esac
