@@ -267,6 +267,7 @@ def run_cell(cell: Cell, out: Path, budget_minutes: float, data: str | None, ove
                    "kd_steps_per_round": run.progress.kd_step_cap},
                "final_test_images": len(final_test_set) if final_test_set is not None else None,
                "dataset": run.dataset,
+               "teacher_sha256": (getattr(run.teacher, "zoo_entry", {}) or {}).get("sha256"),
                "machine": invocation.get("machine") if invocation else None,
                "calibration": invocation.get("calibration") if invocation else None,
                "invocation": invocation.get("index") if invocation else None,
