@@ -73,3 +73,17 @@ def test_unknown_precision_is_refused(teacher):
     with pytest.raises(IfheError, match="fp16"):  # the library path, not only the config
         InversionSynthesizer(preset("ifhe", "cpu")[0], teacher, create_model("wrn16_1", 10), head_for(teacher),
                              teacher.normalizer, 10, CPU, "fp16")
+
+
+@pytest.mark.parametrize("method", ["ifhe", "cmi", "fast", "nayer", "deepinversion"])
+def test_bf16_gradient_points_where_fp32_does(teacher, method):
+    """What the optimizer moves gets nearly the same gradient in bf16: cosine similarity above 0.98 (measured on
+    the shipped teacher at batch 64: 0.994-0.9999, results/precision/gradients.txt)."""
+    def grad(precision):
+        s, _ = first_step(teacher, method, precision)
+        g = s.param.generator if s.param.generator is not None else None
+        moved = [s.param.x] if g is None else list(getattr(s.param, "fast", None) and s.param.fast.parameters()
+                                                   or g.parameters())
+        return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in moved])
+    a, b = grad("fp32"), grad("bf16")
+    assert float(torch.nn.functional.cosine_similarity(a, b, dim=0)) > 0.98
