@@ -6,6 +6,8 @@ import pytest
 import torch
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# precision=auto answers fp32 without timing a probe: tests never depend on the machine's speed (ifhe.precision)
+os.environ.setdefault("IFHE_PRECISION_AUTO", "fp32")
 
 
 @pytest.fixture(scope="session")
