@@ -55,6 +55,7 @@ TABLES = {"cifar10": [("cifar10_wrn16_2", "wrn16_1"), ("cifar10_wrn40_2", "wrn16
                       ("cifar10_wrn40_2", "wrn40_1"), ("cifar10_wrn40_2", "wrn16_2")],
           # across families: the student has no stage that mirrors the teacher's
           "cifar10-vgg": [("cifar10_vgg11_bn", "wrn16_1"), ("cifar10_vgg11_bn", "resnet18")],
+          "cifar10-vgg-paper": [("cifar10_vgg11_bn", "resnet18")],   # the paper's cross-family pair alone
           # pilots that choose a rule (the budget split) on a pair the final tables do not use
           "cifar10-pilot": [("cifar10_wrn16_2", "wrn40_1")]}
 

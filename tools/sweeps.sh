@@ -8,21 +8,27 @@ export IFHE_DATA="${IFHE_DATA:-$(cd .. && pwd)/shared/data}"
 JOBS="${JOBS:-2}"
 common=(--table cifar10 --threads 1 --jobs "$JOBS" --precision fp32)
 
-commit() {  # paths... ; retries while another commit holds the index
+# SWEEP_REPO: the checkout the results go to and are committed in (default: this one). Running the code of a
+# frozen worktree (cd there) with SWEEP_REPO=/path/to/main keeps engine edits in main away from a running sweep
+# while its resumable state lands on main.
+REPO="${SWEEP_REPO:-.}"
+
+commit() {  # paths (relative to REPO)... ; retries while another commit holds the index
   for _ in 1 2 3 4 5; do
-    git add -- "$@" 2>/dev/null && { git diff --cached --quiet || git commit -qm "results: $SWEEP sweep progress (resumable state)" -- "$@"; } && return 0
+    git -C "$REPO" add -- "$@" 2>/dev/null && { git -C "$REPO" diff --cached --quiet -- "$@" || git -C "$REPO" commit -qm "results: $SWEEP sweep progress (resumable state)" -- "$@"; } && return 0
     sleep 5
   done
 }
 
 run() {  # name, args...
   SWEEP=$1; shift
-  out=results/sweep-$SWEEP
-  ( while sleep 300; do commit "$out/sweep.json" "$out/cells"; done ) & watcher=$!
+  rel=results/sweep-$SWEEP
+  out="$REPO/$rel"
+  ( while sleep 300; do commit "$rel/sweep.json" "$rel/cells"; done ) & watcher=$!
   ifhe reproduce "${common[@]}" --out "$out" "$@"
   status=$?
   kill "$watcher" 2>/dev/null
-  commit "$out/sweep.json" "$out/cells" "$out/table.md" "$out/results.json" "$out/curves.png"
+  commit "$rel/sweep.json" "$rel/cells" "$rel/table.md" "$rel/results.json" "$rel/curves.png"
   echo "sweep $SWEEP finished with status $status"
 }
 
@@ -47,7 +53,8 @@ for s in "$@"; do
     # bf16 against fp32 at equal steps (30 rounds, no time budget): IFHE, CMI, Fast, 3 seeds each
     prec-fp32) run prec-fp32 --methods ifhe cmi fast --budget-minutes 1000 --seeds 3 --precision fp32 --set rounds=30 ;;
     prec-bf16) run prec-bf16 --methods ifhe cmi fast --budget-minutes 1000 --seeds 3 --precision bf16 --set rounds=30 ;;
-    vgg) SWEEP=vgg; out=results/sweep-vgg; ifhe reproduce --table cifar10-vgg --threads 1 --jobs "$JOBS" --out "$out" --methods ifhe cmi --budget-minutes 10 --seeds 1; commit "$out" ;;
+    # across families: the paper's VGG11-BN -> ResNet18, with g's accounting, precision and budget rule
+    vgg) run vgg --table cifar10-vgg-paper --threads 2 --jobs 1 --precision auto --methods ifhe cmi --budget-minutes 10 --seeds 3 --set distill.kd_share="${KD_SHARE:-0.8}" ;;
     *) echo "unknown sweep $s" >&2 ;;
   esac
 done
