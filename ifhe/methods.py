@@ -25,23 +25,32 @@ class Method:
     source: str = ""              # the code the reference settings follow
     variants: dict = field(default_factory=dict)     # extra sweep variants: name -> synth overrides
 
+    def extend(self, name: str, label: str, summary: str, source: str, synth: dict | None = None,
+               distill: dict | None = None, run: dict | None = None, **other) -> "Method":
+        """Another method declared as this one plus changes: its settings merged over this one's (sweep
+        variants are not inherited)."""
+        return Method(name, label, summary, {**self.synth, **(synth or {})}, {**self.distill, **(distill or {})},
+                      {**self.run, **(run or {})}, **{"cpu_synth": dict(self.cpu_synth),
+                                                       "cpu_distill": dict(self.cpu_distill),
+                                                       "cpu_run": dict(self.cpu_run), "source": source, **other})
+
 
 # The reference code runs 200 epochs of 400 KD steps (Fast-Datafree 220); GAN-style methods synthesize once per
 # `steps_per_round` KD steps, so they take 400 / steps_per_round rounds an epoch (configs/make_presets.py).
 KD_STEPS_PER_EPOCH = 400
 
+DEEPINVERSION = Method(
+    "deepinversion", "DeepInversion", "pixels, Adam lr 0.1, batch-wide roll + flip; KD from the bank",
+    synth=dict(param="pixels", iterations=1000, batch_size=256, lr_g=0.1, oh=1.0, beta=10.0, tv=1e-3, tv_form="l1",
+               augment="roll_flip"),
+    distill=dict(batch_size=256, steps_per_round=400),
+    source="zju-vipa/CMI scripts/deepinv/deepinv_cifar10_wrn402_wrn161.sh without its --adv 1 (that script is ADI)")
+
 METHOD_SPECS: dict[str, Method] = {m.name: m for m in (
-    Method("deepinversion", "DeepInversion", "pixels, Adam lr 0.1, batch-wide roll + flip; KD from the bank",
-           synth=dict(param="pixels", iterations=1000, batch_size=256, lr_g=0.1, oh=1.0, beta=10.0, tv=1e-3,
-                      tv_form="l1", augment="roll_flip"),
-           distill=dict(batch_size=256, steps_per_round=400),
-           source="zju-vipa/CMI scripts/deepinv/deepinv_cifar10_wrn402_wrn161.sh without its --adv 1 (that "
-                  "script is ADI)"),
-    Method("adi", "ADI", "DeepInversion + adversarial Jensen-Shannon term (T 3); KD from the bank",
-           synth=dict(param="pixels", iterations=1000, batch_size=256, lr_g=0.1, oh=1.0, beta=10.0, tv=1e-3,
-                      tv_form="l1", augment="roll_flip", gamma=1.0, adv_kind="js", adv_T=3.0),
-           distill=dict(batch_size=256, steps_per_round=400),
-           source="zju-vipa/CMI scripts/deepinv/deepinv_cifar10_wrn402_wrn161.sh"),
+    DEEPINVERSION,
+    DEEPINVERSION.extend("adi", "ADI", "DeepInversion + adversarial Jensen-Shannon term (T 3); KD from the bank",
+                         synth=dict(gamma=1.0, adv_kind="js", adv_T=3.0),
+                         source="zju-vipa/CMI scripts/deepinv/deepinv_cifar10_wrn402_wrn161.sh"),
     Method("dafl", "DAFL", "DAFL's own generator (z resampled; tanh + BN output); one KD step on each "
                            "generator batch, 1:1",
            synth=dict(param="generator", generator="dafl", iterations=1, batch_size=1024, lr_g=0.02, lr_z=0.0,

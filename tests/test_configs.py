@@ -92,3 +92,13 @@ def test_yaml_roundtrip():
 def test_invalid_config_names_field(kwargs, field):
     with pytest.raises(IfheError, match=field.replace(".", r"\.")):
         make_config("ifhe", **kwargs)
+
+
+def test_a_method_can_be_declared_as_another_plus_changes():
+    from ifhe.methods import METHOD_SPECS
+
+    di, adi = METHOD_SPECS["deepinversion"], METHOD_SPECS["adi"]
+    assert adi.synth == {**di.synth, "gamma": 1.0, "adv_kind": "js", "adv_T": 3.0}
+    assert adi.distill == di.distill and adi.variants == {}
+    mine = di.extend("di-tv0", "DI without TV", "DeepInversion, no total variation", "a test", synth={"tv": 0.0})
+    assert mine.synth["tv"] == 0.0 and mine.synth["beta"] == di.synth["beta"] and di.synth["tv"] == 1e-3
