@@ -50,6 +50,25 @@ class ImageParametrization(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
+class OneOptimizerImages:
+    """What a parametrization moved by a single optimizer `self.opt` does around a step (pixels, NAYER's
+    generator); override what differs."""
+
+    opt: torch.optim.Optimizer
+
+    def zero_grad(self) -> None:
+        self.opt.zero_grad(set_to_none=True)
+
+    def after_backward(self) -> None:
+        pass
+
+    def step(self) -> None:
+        self.opt.step()
+
+    def end_round(self) -> None:
+        pass
+
+
 class Synthesizer(ABC):
     """start_round() -> step() x iterations -> commit(); images() any time for display."""
 

@@ -12,6 +12,7 @@ from ..data import Normalizer
 from ..device import RunRNG, fast_layout, seeded_init
 from ..models import create_generator
 from ..models.generator import Generator, LabelGenerator, class_embedding
+from .base import OneOptimizerImages
 
 
 def upsample_conv3x3(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
@@ -261,7 +262,7 @@ class MetaGeneratorImages(_GeneratorBase):
         self.meta_opt.load_state_dict(state["meta_opt"])
 
 
-class LabelGeneratorImages:
+class LabelGeneratorImages(OneOptimizerImages):
     """NAYER (tmtuan1307/NAYER datafree/synthesis/nayer.py): x = g(noisy(BN(e_t))) for the round's targets t.
 
     Before every round (one NAYER batch) the noisy layers are re-drawn and a fresh Adam (NAYER builds one per
@@ -298,18 +299,6 @@ class LabelGeneratorImages:
     def render(self) -> torch.Tensor:
         g = self.generator
         return generate(g.net, g.codes(self.targets))
-
-    def zero_grad(self) -> None:
-        self.opt.zero_grad(set_to_none=True)
-
-    def after_backward(self) -> None:
-        pass
-
-    def step(self) -> None:
-        self.opt.step()
-
-    def end_round(self) -> None:
-        pass
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.state_dict(), "rounds_lived": self.rounds_lived,

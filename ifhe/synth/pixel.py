@@ -5,9 +5,10 @@ import torch
 
 from ..data import Normalizer
 from ..device import RunRNG
+from .base import OneOptimizerImages
 
 
-class PixelImages:
+class PixelImages(OneOptimizerImages):
     """Images live in the teacher's normalized input space, as in DeepInversion, and are clipped to [0, 1]."""
 
     generator = None
@@ -33,19 +34,10 @@ class PixelImages:
     def render(self) -> torch.Tensor:
         return self.normalizer.denormalize(self.x)
 
-    def zero_grad(self) -> None:
-        self.opt.zero_grad(set_to_none=True)
-
-    def after_backward(self) -> None:
-        pass
-
     def step(self) -> None:
         self.opt.step()
         with torch.no_grad():
             self.x.copy_(torch.maximum(torch.minimum(self.x, self._hi), self._lo))
-
-    def end_round(self) -> None:
-        pass
 
     def state_dict(self) -> dict:
         return {"x": self.x.detach() if self.x is not None else None,
