@@ -60,7 +60,8 @@ def headline_figures() -> dict[str, float]:
     return out
 
 
-NOTES = {"deepinversion": "ADI row (DeepInversion with its adaptive term): 83.04",
+NOTES = {"deepinversion": "the paper has no plain DeepInversion row; its ADI row (DeepInversion + the adversarial "
+                          "Jensen-Shannon term) is 83.04",
          "cmi": "90.01 is CMI's adversarial stage on 50k pre-inverted images; its one-stage script (our preset) "
                 "reports 88.82",
          "dafl+ifhe": "ablation table: DAFL 66.43 -> 69.18", "dfq+ifhe": "ablation table: DFQ 84.86 -> 85.96"}
