@@ -11,6 +11,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 from . import catalog
+from .config import reference_kd_passes
 from .fileio import atomic_write_text, json_safe
 from .machine import DEFAULT_TOLERANCE
 from .stats import Interval
@@ -189,12 +190,13 @@ def _cells_table(summaries: list[dict], analysis: dict) -> list[str]:
 
 def _compute_cells(s: dict) -> str:
     """Synthesis seconds | KD seconds | the share of the reference run's student sample-passes (cells written
-    before runs counted their compute show dashes)."""
+    before runs counted their compute show dashes for the seconds)."""
     c = s.get("compute") or {}
-    if not c:
-        return "– | – | –"
-    ref = c.get("reference_kd_student")
-    share = f"{100 * c['kd_student'] / ref:.2f}%" if ref and c.get("kd_student") is not None else "–"
+    cfg = s.get("config") or {}
+    ref = c.get("reference_kd_student") or reference_kd_passes(cfg.get("method", ""))
+    # cells from before the accounting: their KD passes are their KD steps times the KD batch
+    passes = c.get("kd_student", s.get("kd_steps", 0) * (cfg.get("distill") or {}).get("batch_size", 0))
+    share = f"{100 * passes / ref:.2f}%" if ref and passes else "–"
     return f"{_num(c.get('synth_s'), 0)} | {_num(c.get('kd_s'), 0)} | {share}"
 
 
