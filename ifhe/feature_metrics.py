@@ -15,8 +15,9 @@ The protocol (DESIGN.md, "Measuring intermediate features"; `ifhe.feature_report
 - Silhouette: mean silhouette (euclidean, standardized features) under the chosen labels; its interval is a
   bootstrap of the per-point values.
 - Fréchet distance of the set's standardized features to real set A, printed with the floor Fréchet(B, A).
-- Samples: every set at the same n, drawn from a window of rounds (`window_indices`, `draw`); the metric-vs-round
-  curve cuts each bank into consecutive windows of equal image count (`round_windows`).
+- Samples: every set at the same n, drawn from a window of rounds matched by the share of each run (`window_indices`:
+  by default the last quarter of every run's rounds, whatever number of rounds its method made in the budget;
+  `draw`); the metric-vs-round curve cuts each bank into windows of equal shares of its run (`share_windows`).
 """
 from __future__ import annotations
 
@@ -36,7 +37,6 @@ from sklearn.neighbors import KNeighborsClassifier
 from .errors import IfheError
 from .stats import Interval, bootstrap_interval
 
-LABELINGS = ("target", "predicted")   # synthesized images by their target t (real: true class), or by prediction
 FOLDS = 5
 K_NEIGHBOURS = 10
 PROBE_C = 0.1                 # L2 strength of the linear probe (standardized features)
@@ -244,26 +244,73 @@ def set_metrics(features: np.ndarray, labels: np.ndarray, alt_labels: np.ndarray
 
 # ---- sampling: equal n from matched windows of rounds ----------------------------------------------------------
 
-_WINDOW = re.compile(r"^(auto|all|last:(\d+))$")
+_WINDOW = re.compile(r"^(auto|all|last:(\d+)|share:(\d*\.?\d+)(?:-(\d*\.?\d+))?)$")
+DEFAULT_WINDOW = "share:0.25"     # the last quarter of every run's rounds: the same share of each run
 
 
 def parse_window(text: str) -> str:
-    """'auto' (the most recent rounds that hold n images), 'all', or 'last:K' (the last K rounds)."""
+    """'share:F' (the last fraction F of each run's rounds) or 'share:A-B' (from fraction A to B of them): windows
+    matched by the share of the run; 'all'; 'auto' (the most recent rounds that hold n images) or 'last:K' (the
+    last K rounds), matched by image count or round number instead."""
     text = str(text).strip()
     m = _WINDOW.match(text)
-    if not m or (m.group(2) is not None and int(m.group(2)) < 1):
-        raise IfheError(f"window {text!r}: expected auto, all or last:K with K >= 1")
+    bad = not m or (m.group(2) is not None and int(m.group(2)) < 1)
+    if m and m.group(3) is not None:
+        lo, hi = share_bounds(text)
+        bad = not 0 <= lo < hi <= 1
+    if bad:
+        raise IfheError(f"window {text!r}: expected share:F or share:A-B (fractions of the run, 0 <= A < B <= 1), "
+                        f"all, auto or last:K with K >= 1")
     return text
 
 
-def window_indices(rounds: np.ndarray, window: str, n: int) -> tuple[np.ndarray, str]:
-    """Indices of the images in `window` of a bank whose images were made in `rounds`, and a description.
-    auto: the smallest number K of most recent rounds that holds >= n images (the whole bank if it is smaller)."""
+def share_bounds(window: str) -> tuple[float, float]:
+    """(A, B) of 'share:A-B'; 'share:F' is the last F: (1 - F, 1)."""
+    a, _, b = window.split(":", 1)[1].partition("-")
+    return (float(a), float(b)) if b else (1.0 - float(a), 1.0)
+
+
+def run_rounds(rounds: np.ndarray, total_rounds: int | None = None) -> int:
+    """The rounds of the run that made a bank: as recorded, else the last round holding images + 1."""
+    rounds = np.asarray(rounds)
+    return int(total_rounds) if total_rounds else (int(rounds.max()) + 1 if len(rounds) else 0)
+
+
+def share_rounds(lo: float, hi: float, total: int) -> tuple[int, int]:
+    """Rounds [first, last) that make up the fraction lo..hi of a run of `total` rounds (at least one round)."""
+    first = min(int(np.floor(lo * total + 0.5)), max(total - 1, 0))
+    last = max(int(np.floor(hi * total + 0.5)), first + 1)
+    return first, last
+
+
+def rounds_span(rounds: np.ndarray, total: int | None = None) -> str:
+    """'rounds 33–44 of 45' (or 'round 3 of 45') for the rounds of some images."""
+    rounds = np.asarray(rounds)
+    if not len(rounds):
+        return "no images"
+    lo, hi = int(rounds.min()), int(rounds.max())
+    span = f"round {lo}" if lo == hi else f"rounds {lo}–{hi}"
+    return span + (f" of {total}" if total else "")
+
+
+def window_indices(rounds: np.ndarray, window: str, n: int, total_rounds: int | None = None) -> tuple[np.ndarray, str]:
+    """Indices of the images in `window` of a bank whose images were made in `rounds` (of a run of `total_rounds`
+    rounds, default the last recorded + 1), and a description.
+    share:A-B: the images of rounds from fraction A to B of the run; auto: the smallest number K of most recent
+    rounds that holds >= n images (the whole bank if it is smaller)."""
     rounds = np.asarray(rounds)
     window = parse_window(window)
-    distinct = np.unique(rounds)
     if len(rounds) == 0:
         return np.zeros(0, np.int64), "empty"
+    total = run_rounds(rounds, total_rounds)
+    if window.startswith("share:"):
+        lo, hi = share_bounds(window)
+        first, last = share_rounds(lo, hi, total)
+        idx = np.flatnonzero((rounds >= first) & (rounds < last))
+        what = f"the last {100 * (1 - lo):g}%" if hi == 1 else f"{100 * lo:g}–{100 * hi:g}%"
+        return idx, (f"{rounds_span(np.arange(first, last), total)} ({what} of the run's rounds; {len(idx)} of "
+                     f"{len(rounds)} images)")
+    distinct = np.unique(rounds)
     if window == "all":
         k = len(distinct)
     elif window == "auto":
@@ -274,9 +321,20 @@ def window_indices(rounds: np.ndarray, window: str, n: int) -> tuple[np.ndarray,
         k = min(int(window.split(":")[1]), len(distinct))
     chosen = distinct[len(distinct) - k:]
     idx = np.flatnonzero(np.isin(rounds, chosen))
-    lo, hi = int(chosen[0]), int(chosen[-1])
-    span = f"round {lo}" if lo == hi else f"rounds {lo}–{hi}"
-    return idx, f"{span} (last {k} of {len(distinct)}; {len(idx)} of {len(rounds)} images)"
+    return idx, f"{rounds_span(chosen)} (last {k} of {len(distinct)}; {len(idx)} of {len(rounds)} images)"
+
+
+def window_rule(window: str) -> str:
+    """The window rule in words, for the report's header."""
+    window = parse_window(window)
+    if window.startswith("share:"):
+        lo, hi = share_bounds(window)
+        part = f"the last {100 * (1 - lo):g}%" if hi == 1 else f"{100 * lo:g}% to {100 * hi:g}%"
+        return f"{part} of each run's rounds (windows matched by the share of the run)"
+    if window.startswith("last:"):
+        return f"the last {window.split(':')[1]} rounds of each bank (matched by round count, not by share)"
+    return {"all": "every round of each run", "auto": "the most recent rounds of each bank that hold n images "
+            "(matched by image count, not by the share of the run)"}[window]
 
 
 def draw(idx: np.ndarray, n: int, seed) -> np.ndarray:
@@ -287,7 +345,17 @@ def draw(idx: np.ndarray, n: int, seed) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(idx, n, replace=False))
 
 
-def round_windows(rounds: np.ndarray, n_windows: int = N_ROUND_WINDOWS) -> list[np.ndarray]:
-    """A bank's images in round order, cut into `n_windows` consecutive parts of (nearly) equal image count."""
-    order = np.argsort(np.asarray(rounds), kind="stable")
-    return [w for w in np.array_split(order, n_windows) if len(w)]
+def share_windows(rounds: np.ndarray, n_windows: int = N_ROUND_WINDOWS,
+                  total_rounds: int | None = None) -> list[tuple[np.ndarray, float, float]]:
+    """A bank cut into `n_windows` consecutive windows of equal shares of its run's rounds: (indices, share from,
+    share to) each; a window without images is left out."""
+    rounds = np.asarray(rounds)
+    total = run_rounds(rounds, total_rounds)
+    out = []
+    for j in range(n_windows):
+        lo, hi = j / n_windows, (j + 1) / n_windows
+        first, last = int(np.floor(lo * total + 0.5)), int(np.floor(hi * total + 0.5))
+        idx = np.flatnonzero((rounds >= first) & (rounds < last))
+        if len(idx):
+            out.append((idx, lo, hi))
+    return out

@@ -7,10 +7,8 @@ The stage "h" is h's input: the instance-mean pooled outputs of the stages h rea
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import html as H
-import io
 import json
 import os
 import re
@@ -18,18 +16,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from .bank import open_bank
 from .config import read_config_file
 from .data import load_split, to_unit
-from .embedding import PALETTE, plot_map, plot_rounds, set_colour
 from .errors import IfheError
-from .feature_report import (FeatureReport, Features, ImageSet, compute_report, metrics_markdown, metrics_table,
-                             report_header)
+from .feature_banks import is_shipped_bank, shipped_set
+from .feature_report import compute_report
+from .feature_view import (PALETTE, FeatureReport, Features, ImageSet, hover_script, markdown, metrics_table,
+                           plot_map, plot_rounds, report_header, seed_table, set_colour, verdict_table)
 from .heads import DEFAULT_STAGES, H_STAGE
 from .hooks import FeatureTap
+from .methods import METHOD_LABELS
 
 CACHE_DIR = Path(os.environ.get("IFHE_CACHE", ".ifhe_cache")) / "features"
 
@@ -41,10 +40,18 @@ def stage_choices(teacher: nn.Module) -> tuple[str, ...]:
     return (H_STAGE,) + tuple(teacher.stages)
 
 
+def primary_of(teacher: nn.Module) -> str:
+    """The stage the verdicts rest on, one h does not read: the penultimate layer (what the classifier reads),
+    else the last block."""
+    stages = tuple(teacher.stages)
+    blocks = [s for s in stages if s.startswith("block")]
+    return "penultimate" if "penultimate" in stages else (blocks[-1] if blocks else "")
+
+
 def default_stages(teacher: nn.Module) -> tuple[str, ...]:
-    """h's input and the teacher's last block (block3 on the WRN teachers), where the class structure is."""
-    blocks = [s for s in teacher.stages if s.startswith("block")]
-    return (H_STAGE, blocks[-1]) if blocks else (H_STAGE,)
+    """The primary stage (`primary_of`), then h's input (what L_H optimises directly) beside it."""
+    primary = primary_of(teacher)
+    return (primary, H_STAGE) if primary else (H_STAGE,)
 
 
 def check_stages(teacher: nn.Module, stages, h_stages) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -190,9 +197,12 @@ def head_provenance(meta: dict, config: dict) -> str:
 
 
 def bank_set(path: str | os.PathLike, name: str | None = None) -> tuple[ImageSet, dict]:
-    """A bank (a run folder holding bank/, or the bank folder) as an ImageSet labelled by target t, with every
-    image's round and the h provenance; and its run's raw config ({} if none)."""
+    """A bank (a run folder holding bank/, the bank folder, or a committed bank's .npz) as an ImageSet labelled by
+    target t, with every image's round, its run's rounds, the method and seed, and the h provenance; and its run's
+    raw config ({} if none)."""
     p = Path(path)
+    if is_shipped_bank(p):
+        return shipped_set(p, name)
     bank_dir = p / "bank" if (p / "bank").is_dir() else p
     bank = open_bank(bank_dir)
     config = run_config_of(bank_dir)
@@ -201,8 +211,19 @@ def bank_set(path: str | os.PathLike, name: str | None = None) -> tuple[ImageSet
         name = run.parent.name if run.name.startswith("seed") and run.parent.name else run.name
     updates = np.concatenate([np.full(rec["n"], int(rec.get("h_updates", -1)), np.int64)
                               for rec in bank.records()] or [np.zeros(0, np.int64)])[:len(bank)]
+    method, seed = config.get("method"), config.get("seed")
     return ImageSet(name, bank.images, bank.labels.numpy(), bank.image_rounds().numpy(), str(bank_dir),
-                    head_provenance(bank.meta, config), updates), config
+                    head_provenance(bank.meta, config), updates, METHOD_LABELS.get(method, method or ""),
+                    int(seed) if seed is not None else None, run_result(bank_dir).get("round")), config
+
+
+def run_result(bank_dir: Path) -> dict:
+    """The result.json of the run that wrote `bank_dir` ({} while it runs, or without one)."""
+    try:
+        data = json.loads((Path(bank_dir).parent / "result.json").read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def h_stages_of(configs: list[dict]) -> tuple[str, ...]:
@@ -237,58 +258,12 @@ def feature_report(teacher: nn.Module, sets: list[ImageSet], real: ImageSet | No
 
 # ---- report files ---------------------------------------------------------------------------------------------
 
-SPRITE_COLS = 32
-
-
-def sprite(images: torch.Tensor, cols: int = SPRITE_COLS) -> str:
-    """All images of a set on one sheet (`cols` a row, native size) as a JPEG data URL: one encode per set
-    instead of one per image; the page shows a cell of it, scaled up."""
-    n, _, h, w = images.shape
-    rows = max(1, (n + cols - 1) // cols)
-    sheet = np.zeros((rows * h, cols * w, 3), np.uint8)
-    a = images.permute(0, 2, 3, 1).numpy()
-    for i in range(n):
-        r, c = divmod(i, cols)
-        sheet[r * h:(r + 1) * h, c * w:(c + 1) * w] = a[i]
-    buf = io.BytesIO()
-    Image.fromarray(sheet).save(buf, "JPEG", quality=92)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-HOVER_JS = """
-<div id="thumb" style="position:fixed;display:none;pointer-events:none;border:1px solid #888;background:#fff;
-  padding:2px;z-index:10"><div id="thumbimg" style="width:96px;height:96px;image-rendering:pixelated"></div></div>
-<script>
-const SHEETS = %s, NAMES = %s, COLS = %d, SIZE = 96;
-const box = document.getElementById('thumb'), img = document.getElementById('thumbimg');
-for (const plot of document.getElementsByClassName('plotly-graph-div')) {
-  plot.on('plotly_hover', ev => { const p = ev.points[0];
-    if (!p.customdata || p.customdata.length < 5) return;
-    const i = p.customdata[0], s = SHEETS[NAMES[p.customdata[3]]];
-    img.style.backgroundImage = 'url(' + s + ')';
-    img.style.backgroundSize = (COLS * SIZE) + 'px auto';
-    img.style.backgroundPosition = (-(i %% COLS) * SIZE) + 'px ' + (-Math.floor(i / COLS) * SIZE) + 'px';
-    const e = ev.event || {clientX: 0, clientY: 0};
-    box.style.display = 'block';
-    box.style.left = Math.min(e.clientX + 16, window.innerWidth - 110) + 'px';
-    box.style.top = Math.min(e.clientY + 16, window.innerHeight - 110) + 'px'; });
-  plot.on('plotly_unhover', () => { box.style.display = 'none'; });
-}
-</script>"""
-
-
-def hover_script(report: FeatureReport) -> str:
-    """The script that shows the image under the cursor on every map of a page (customdata [index, _, _, set])."""
-    names = report.set_names
-    return HOVER_JS % (json.dumps({n: sprite(report.images[n]) for n in names}), json.dumps(names), SPRITE_COLS)
-
-
 def _bold(text: str) -> str:
     return re.sub(r"[*][*](.+?)[*][*]", r"<b>\1</b>", text)
 
 
 def report_html(report: FeatureReport) -> str:
-    """One page: header, metrics table, per stage both maps and the metric-vs-round chart, hover thumbnails."""
+    """One page: header, the tables, per stage both maps and the metric-vs-share chart, hover thumbnails."""
     parts, first = [], True
     for stage in report.stages:
         parts.append(f"<h2>{H.escape(report.stage_label(stage))}</h2>")
@@ -300,11 +275,19 @@ def report_html(report: FeatureReport) -> str:
             first = False
     header = "".join(f"<p>{_bold(H.escape(line))}</p>" for line in report_header(report).splitlines()
                      if line.strip())
-    table = metrics_table(report).to_html(index=False, border=0)
+    tables = "".join(f"<h3>{title}</h3>" + t.to_html(index=False, border=0)
+                     for title, t in report_tables(report) if not t.empty)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>Intermediate features</title><style>"
             f"body{{font-family:sans-serif;margin:1em 2em}} table{{border-collapse:collapse;font-size:13px}} "
             f"td,th{{padding:2px 8px;border-bottom:1px solid #ddd;text-align:left}}</style></head><body>"
-            f"<h1>Intermediate features</h1>{header}{table}{''.join(parts)}{hover_script(report)}</body></html>")
+            f"<h1>Intermediate features</h1>{header}{tables}{''.join(parts)}{hover_script(report)}</body></html>")
+
+
+def report_tables(report: FeatureReport) -> list[tuple[str, object]]:
+    """(title, table) of the report in the order it is read: the claims, each method over its seeds, each bank."""
+    return [("Claims, decided over seeds (primary stage first)", verdict_table(report)),
+            ("Each method over its banks (seeds)", seed_table(report)),
+            ("Each bank (intervals over images)", metrics_table(report))]
 
 
 def _png_maps(report: FeatureReport, path: Path) -> None:
@@ -361,14 +344,15 @@ def _png_rounds(report: FeatureReport, path: Path) -> None:
                 if name == "real":
                     ax.axhline(float(s[key].iloc[0]), color=colour, ls="--", lw=1, label="real")
                     continue
-                ax.errorbar(s["round"], s[key], yerr=[s[key] - s[f"{key}_lo"], s[f"{key}_hi"] - s[key]],
+                ax.errorbar(100 * s["share"], s[key], yerr=[s[key] - s[f"{key}_lo"], s[f"{key}_hi"] - s[key]],
                             color=colour, marker="o", ms=3, capsize=2, label=name)
             ax.set_title(f"{report.stage_label(stage)}: {title}", fontsize=9)
-            ax.set_xlabel("round (mean of the window)", fontsize=8)
+            ax.set_xlabel("share of the run's rounds (%, middle of the window)", fontsize=8)
+            ax.set_xlim(0, 100)
             ax.tick_params(labelsize=7)
             if i == 0 and j == 0:
                 ax.legend(fontsize=7)
-    f.suptitle(f"metrics against round, {report.round_n} images a window", fontsize=9)
+    f.suptitle(f"metrics against the share of the run, {report.round_n} images a window", fontsize=9)
     f.tight_layout()
     f.savefig(path, dpi=100)
     plt.close(f)
@@ -385,7 +369,8 @@ def write_report(report: FeatureReport, out: str | os.PathLike, command: str = "
     paths["html"].write_text(report_html(report))
     report.metrics.to_csv(paths["csv"], index=False)
     made = f"Made by `{command}`.\n\n" if command else ""
-    paths["md"].write_text(made + report_header(report) + "\n" + metrics_markdown(report))
+    paths["md"].write_text(made + report_header(report) + "".join(f"\n**{title}**\n\n" + markdown(t)
+                                                                   for title, t in report_tables(report)))
     _png_maps(report, paths["png"])
     if len(report.rounds):
         paths["rounds_png"], paths["rounds_csv"] = out / "rounds.png", out / "rounds.csv"

@@ -146,7 +146,7 @@ class Pool:
 
     def featurize(self, rows):
         x, pred, r = np.concatenate(self.x), np.concatenate(self.pred), rows.numpy()
-        return Features({"f": x[r], "g": x[r, :4]}, pred[r], np.ones(len(r), np.float32))
+        return Features({"f": x[r], "g": x[r, :4], "h": x[r]}, pred[r], np.ones(len(r), np.float32))
 
 
 class _Set:
@@ -176,22 +176,100 @@ def test_matched_sampling_equal_n_from_the_last_rounds():
 
     n, note = equal_n([big, small], real, 400, "auto")
     assert n == 250 and "small's window holds 250" in note
-    rep = compute_report(pool.featurize, [big, small], real, ("f",), n=400, n_boot=20, maps=False)
+    rep = compute_report(pool.featurize, [big, small], real, ("f",), n=400, window="auto", n_boot=20, maps=False)
     assert rep.n == 250 and list(rep.metrics["n"]) == [250, 250, 250]
     assert [s.n for s in rep.sets] == [250, 250, 250] and any("not 400" in x for x in rep.notes)
     big_info = next(s for s in rep.sets if s.name == "big")
     assert "rounds 5–9" in big_info.window                     # the most recent 5 rounds hold 300 >= 250
     drawn = rep.images["big"].numpy() - int(big.images[0])
     assert len(set(drawn)) == 250 and (big.rounds[drawn] >= 5).all()
-    # metric vs round: windows of equal image count in each bank, the same n across banks (and real)
+    # metric vs share of the run: windows of equal shares of each run, the same n across banks (and real)
     r = rep.rounds
     assert set(r["set"]) == {"real", "big", "small"} and r["n"].nunique() == 1
-    assert len(r[r["set"] == "big"]) == 5 and r[r["set"] == "big"]["round"].is_monotonic_increasing
+    big_r, small_r = r[r["set"] == "big"], r[r["set"] == "small"]
+    assert len(big_r) == 5 and big_r["round"].is_monotonic_increasing
+    assert list(big_r["share"]) == list(small_r["share"]) == pytest.approx([0.1, 0.3, 0.5, 0.7, 0.9])
+    assert list(big_r["round_lo"]) == [0, 2, 4, 6, 8] and list(small_r["round_lo"]) == [0, 1, 2, 3, 4]
     # --window all draws from the whole bank
     rep = compute_report(pool.featurize, [big, small], real, ("f",), n=250, window="all", n_boot=0, maps=False,
                          n_round_windows=0)
     drawn = rep.images["big"].numpy() - int(big.images[0])
     assert (big.rounds[drawn] < 5).any() and len(rep.rounds) == 0
+
+
+def test_windows_are_matched_by_the_share_of_each_run():
+    """A method that makes fewer rounds in the same budget is compared over the same share of its run, not over the
+    same number of images or rounds; the tables say which rounds each set's images come from."""
+    rounds = np.repeat(np.arange(20), 8)
+    idx, desc = window_indices(rounds, "share:0.25", 1000)
+    assert set(rounds[idx]) == {15, 16, 17, 18, 19} and "rounds 15–19 of 20" in desc and "last 25%" in desc
+    idx, desc = window_indices(rounds, "share:0-0.5", 1000)
+    assert set(rounds[idx]) == set(range(10)) and "0–50%" in desc
+    idx, _ = window_indices(np.repeat(np.arange(8), 8), "share:0.25", 1000, total_rounds=12)   # a run still going
+    assert set(np.repeat(np.arange(8), 8)[idx]) == set()            # its last quarter (rounds 9-11) is not made yet
+    for bad in ("share:0", "share:1.5", "share:0.5-0.2", "recent"):
+        with pytest.raises(Exception, match="share:F"):
+            window_indices(rounds, bad, 10)
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(5, 8)) * 6
+    pool = Pool()
+    long_x, long_y, _ = clusters(n_per=64, k=5, centers=centers, seed=1)       # 320 images, 40 rounds of 8
+    short_x, short_y, _ = clusters(n_per=32, k=5, centers=centers, seed=2)     # 160 images, 10 rounds of 16
+    long = pool.add("long", long_x, long_y, np.tile(np.arange(40), 8))
+    short = pool.add("short", short_x, short_y, np.tile(np.arange(10), 16))
+    rep = compute_report(pool.featurize, [long, short], None, ("f",), n=1000, window="share:0.25", n_boot=0,
+                         maps=False, n_round_windows=0)
+    drawn = {s: rep.sampled[s] for s in ("long", "short")}
+    assert set(long.rounds[drawn["long"]]) == set(range(30, 40)) and set(short.rounds[drawn["short"]]) == {8, 9}
+    assert rep.n == 32 and "last 25% of each run's rounds" in rep.window
+    from ifhe.feature_view import metrics_table, report_header
+    assert list(metrics_table(rep)["rounds used"]) == ["rounds 30–39 of 40", "rounds 8–9 of 10"]
+    assert "last 25% of each run's rounds" in report_header(rep)
+
+
+def _seeded_banks(pool, centers, spreads: dict[str, list[float]]) -> list:
+    """Banks of clustered features, one per (method, seed): a smaller spread separates the classes better."""
+    sets = []
+    for method, per_seed in spreads.items():
+        for seed, spread in enumerate(per_seed):
+            x, y, _ = clusters(n_per=40, k=5, centers=centers, seed=10 * seed + len(method), spread=spread)
+            sets.append(pool.add(f"{method} s{seed}", x, y, np.repeat(np.arange(4), 50)))
+            sets[-1].group, sets[-1].seed = method, seed
+    return sets
+
+
+def test_verdicts_rest_on_seeds_at_the_primary_stage():
+    """Metrics per bank; per method the mean over its banks with a t interval over seeds, each bank's interval
+    over images beside it; the claim decided by the difference paired by seed, at the primary stage (not h's
+    input) first."""
+    from ifhe.feature_view import seed_table, stage_caveat, verdict_table
+    rng = np.random.default_rng(1)
+    centers = rng.normal(size=(5, 16)) * 2.0
+    pool = Pool()
+    sets = _seeded_banks(pool, centers, {"IFHE": [0.5, 0.55, 0.6], "CMI": [1.5, 1.6, 1.4]})
+    rep = compute_report(pool.featurize, sets, None, ("g", "h"), n=200, window="all", n_boot=20, maps=False,
+                         n_round_windows=0, h_stages=("f",))
+    assert rep.primary == "g"
+    seeds = rep.seeds[(rep.seeds["stage"] == "g")].set_index("group")
+    assert seeds.loc["IFHE", "n_banks"] == 3 and seeds.loc["IFHE", "seeds"] == "0,1,2"
+    per_bank = rep.metrics[(rep.metrics["stage"] == "g") & (rep.metrics["group"] == "IFHE")]["silhouette"]
+    assert seeds.loc["IFHE", "silhouette"] == pytest.approx(per_bank.mean())
+    assert seeds.loc["IFHE", "silhouette_lo"] < per_bank.mean() < seeds.loc["IFHE", "silhouette_hi"]
+    assert seeds.loc["IFHE", "silhouette_banks"].count("[") == 3     # each bank's interval over images
+    v = rep.verdicts
+    assert list(v["stage"])[:2] == ["g", "g"] and set(v["claim"]) == {"IFHE > CMI, silhouette",
+                                                                     "IFHE > CMI, k-NN bal. acc"}
+    sil = v[(v["stage"] == "g") & (v["metric"] == "silhouette")].iloc[0]
+    assert sil["verdict"] == "reproduced" and sil["n_pairs"] == 3 and sil["diff_lo"] > 0
+    table = verdict_table(rep)
+    assert table["stage"].iloc[0] == "g (primary)" and "what L_H optimises" in table["stage"].iloc[-1]
+    assert "over seeds" in " ".join(seed_table(rep).columns) and "each bank over images" in " ".join(
+        seed_table(rep).columns)
+    assert "g" in stage_caveat(rep) and "by construction" in stage_caveat(rep)
+    # one bank each: no interval over seeds, and the verdict says so
+    one = compute_report(pool.featurize, [sets[0], sets[3]], None, ("g",), n=200, window="all", n_boot=20,
+                         maps=False, n_round_windows=0)
+    assert one.verdicts["verdict"].str.startswith("inconclusive: 1 bank(s)").all()
 
 
 def test_real_vs_real_floor_is_near_zero_against_a_shifted_set():
@@ -240,9 +318,9 @@ def test_stages_come_from_the_teacher():
     from ifhe.models import create_model
     vgg = create_model("vgg11_bn", 10)
     assert stage_choices(vgg)[0] == "h" and "block5" in stage_choices(vgg)
-    assert default_stages(vgg) == ("h", "block5")
+    assert default_stages(vgg) == ("penultimate", "h")     # the primary stage (not h's input) first
     wrn = create_model("wrn16_1", 10)
-    assert default_stages(wrn) == ("h", "block3")
+    assert default_stages(wrn) == ("penultimate", "h")
     assert check_stages(vgg, ("h", "block4"), ("block3", "block4"))[1] == ("block3", "block4")
     with pytest.raises(Exception, match="block4"):
         check_stages(wrn, ("block4",), None)
@@ -276,7 +354,7 @@ def test_report_on_a_teacher_and_its_files(tiny_teacher, synthetic_cifar, tmp_pa
     real = real_set("cifar10", synthetic_cifar)   # a test split in the CIFAR layout: the report's mechanics
     assert len(real.labels) == len(load_split("cifar10", "test", synthetic_cifar).y)
     rep = feature_report(tiny_teacher, [s], real, ("h", "block1"), teacher_name="tiny", n=60, n_boot=20,
-                         cache_dir=tmp_path / "c")
+                         window="share:0.5", cache_dir=tmp_path / "c")
     assert rep.n == 60 and set(rep.points["map"]) == {"shared", "own"}
     assert set(rep.points["set"]) == {"real", "noise"} and set(rep.points["stage"]) == {"h", "block1"}
     assert "sha256" in rep.teacher or "weights hash" in rep.teacher
@@ -310,7 +388,7 @@ def test_features_cli_on_engine_banks(synthetic_cifar, tmp_path, capsys):
     runs = tmp_path / "runs"
     code = main(["features", "--teacher", str(teacher), "--real", str(synthetic_cifar), "--stage", "h", "block1",
                  "--sets", str(runs / "ifhe" / "seed0"), f"DI={runs / 'deepinversion' / 'seed0'}",
-                 "--n", "16", "--bootstrap", "10", "--out", str(tmp_path / "report")])
+                 "--n", "16", "--window", "all", "--bootstrap", "10", "--out", str(tmp_path / "report")])
     out = capsys.readouterr().out
     assert code == 0 and "| h input (block1+block2+block3) | ifhe | 16 |" in out and "| block1 | DI | 16 |" in out
     assert "**ifhe**" in out and "; h: " in out  # every bank's provenance, IFHE's h included

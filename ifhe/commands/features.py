@@ -3,6 +3,7 @@ ones): metrics with intervals, t-SNE maps, metrics against round, written as rep
 from __future__ import annotations
 
 from ..errors import IfheError
+from ..feature_metrics import DEFAULT_WINDOW
 from .common import command_line
 
 
@@ -14,18 +15,21 @@ def register(sub) -> None:
     fe.add_argument("--real", help="folder/.npz with real test images (labelled by their class; the shared map is "
                                    "fitted on them, and they give the real-vs-real floor)")
     fe.add_argument("--sets", nargs="*", help="run or bank folders of synthesized images, optionally NAME=FOLDER")
-    fe.add_argument("--stage", nargs="+", help="h (h's input: its stages pooled and concatenated) and/or the "
-                                               "teacher's stages; default: h and the last block (block3 on WRN)")
+    fe.add_argument("--stage", nargs="+", help="the teacher's stages and/or h (h's input: its stages pooled and "
+                                               "concatenated, what L_H optimises); the first that is not h is the "
+                                               "primary one the verdicts rest on; default: penultimate, then h")
     fe.add_argument("--labels", choices=("target", "predicted"), default="target",
                     help="label synthesized images by their target t (real: true class), or every image by the "
                          "teacher's prediction (the other labelling stays as a secondary column)")
-    fe.add_argument("--window", default="auto", help="which images of each bank: auto (the most recent rounds "
-                                                     "that hold --n images), all, or last:K (the last K rounds)")
+    fe.add_argument("--window", default=DEFAULT_WINDOW,
+                    help="which images of each bank: share:F (the last fraction F of each run's rounds, default "
+                         f"{DEFAULT_WINDOW}) or share:A-B, matched by the share of the run; all; auto (the most "
+                         "recent rounds that hold --n images) or last:K (the last K rounds)")
     fe.add_argument("--n", type=int, default=1000, help="images per set, real included (smaller if a window or "
                                                         "half the real images hold fewer; the report says so)")
     fe.add_argument("--bootstrap", type=int, default=200, help="bootstrap draws of every 95%% interval")
     fe.add_argument("--round-windows", dest="round_windows", type=int, default=5,
-                    help="consecutive windows of each bank for the metric-vs-round curve (0: none)")
+                    help="windows of equal shares of each run for the metric-vs-share curve (0: none)")
     fe.add_argument("--seed", type=int, default=0)
     fe.add_argument("--threads", type=int)
     fe.add_argument("--out", required=True)
@@ -34,8 +38,8 @@ def register(sub) -> None:
 
 def command(a) -> int:
     from ..device import set_cpu_threads
-    from ..feature_report import metrics_markdown, report_header
-    from ..features import feature_report, h_stages_of, real_set, write_report
+    from ..feature_view import markdown, report_header
+    from ..features import feature_report, h_stages_of, real_set, report_tables, write_report
     from ..zoo import resolve_teacher
 
     set_cpu_threads(a.threads)
@@ -47,22 +51,30 @@ def command(a) -> int:
                             n_round_windows=a.round_windows, classes=teacher.classes,
                             progress=lambda msg: print(f"  {msg}", flush=True))
     paths = write_report(report, a.out, command_line("features", a.argv))
-    print(report_header(report) + "\n" + metrics_markdown(report))
+    print(report_header(report) + "".join(f"\n**{title}**\n\n" + markdown(t) for title, t in report_tables(report)))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
 
 def bank_sets(items: list[str] | None) -> tuple[list, list[dict]]:
-    """The image sets of --sets (FOLDER or NAME=FOLDER) and their runs' configs; names must differ."""
+    """The image sets of --sets (FOLDER or NAME=FOLDER) and their runs' configs; names must differ (unnamed
+    banks of one method that differ by seed are told apart by it: 'ifhe s1')."""
     from ..features import bank_set
 
-    sets, configs = [], []
+    sets, configs, named = [], [], []
     for item in items or []:
         name, _, path = item.rpartition("=")
         s, cfg = bank_set(path, name or None)
-        if s.name == "real" or any(s.name == x.name for x in sets):
-            raise IfheError(f"--sets: two sets are called {s.name!r}; name them (NAME=FOLDER)")
         sets.append(s)
         configs.append(cfg)
+        named.append(bool(name))
+    names = [s.name for s in sets]
+    for s, given in zip(sets, named):
+        if not given and names.count(s.name) > 1 and s.seed is not None:
+            s.name = f"{s.name} s{s.seed}"
+    names = [s.name for s in sets]
+    for s in sets:
+        if s.name == "real" or names.count(s.name) > 1:
+            raise IfheError(f"--sets: two sets are called {s.name!r}; name them (NAME=FOLDER)")
     return sets, configs
 
