@@ -133,8 +133,12 @@ def print_events(run, quiet: bool = False, report: bool = True):
         return finished
     acc = f"student {finished.student_acc:.2f}%" if finished.student_acc is not None else "no evaluation"
     h = f", h {finished.head_acc:.2f}%" if finished.head_acc is not None else ""
+    p = run.progress
     print(f"finished ({finished.reason}) after {finished.round} rounds, {finished.elapsed_s / 60:.1f} min, bank "
           f"{finished.bank_size} images: {acc}{h}; outputs in {run.out}")
+    print(f"compute ({run.precision}): synthesis {p.synth_s:.0f} s, KD {p.kd_s:.0f} s ({p.kd_steps} steps, "
+          f"{p.kd_student:,} student passes), evaluation {p.eval_s:.0f} s (outside the budget); result.json has "
+          f"the sample-passes")
     return finished
 
 
