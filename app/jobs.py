@@ -26,7 +26,7 @@ import threading
 import weakref
 import time
 import traceback
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -429,6 +429,109 @@ class Job:
             pass
 
 
+CHAIN_POLL_S = 0.5            # how often a chain looks at its running job (and at Stop)
+
+
+@dataclass
+class ChainStatus:
+    """What a page draws of a chain: a copy, safe to read without its lock."""
+
+    state: str                    # waiting (for a job slot) | running | finishing (its last step) | done | failed | stopped
+    labels: list                  # what each job makes, in order
+    index: int = 0                # the job running now (len(labels) once every job has ended)
+    job_id: str | None = None     # ... its id
+    runs: list = field(default_factory=list)   # run folders made so far
+    message: str = ""
+    result: Any = None            # what the last step returned
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("waiting", "running", "finishing")
+
+
+class Chain:
+    """Jobs run one after another (each starts when the one before has ended), then a last step `then(jobs)` (e.g.
+    the map of the banks they made), all in a thread of the server: the queue goes on whether or not a page is
+    open, and no page rerun moves it. A job that fails ends the chain; a busy job slot is waited for."""
+
+    def __init__(self, registry: "JobRegistry", chain_id: str, configs: list, labels: list, kind: str = "synth",
+                 then=None):
+        self.id, self._registry, self._configs, self._kind, self._then = chain_id, registry, list(configs), kind, then
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._status = ChainStatus("waiting", list(labels))
+        self.jobs: list[Job] = []
+        self.thread = threading.Thread(target=self._main, name=f"ifhe-chain-{chain_id[:6]}", daemon=True)
+
+    def start(self) -> "Chain":
+        self.thread.start()
+        return self
+
+    def status(self) -> ChainStatus:
+        with self._lock:
+            return replace(self._status, labels=list(self._status.labels), runs=list(self._status.runs))
+
+    def stop(self) -> None:
+        """Stop the running job (it keeps its checkpoint and bank) and start no other."""
+        self._stop.set()
+        with self._lock:
+            job = self.jobs[-1] if self.jobs else None
+        if job is not None:
+            job.resume()
+            job.stop()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+    def _set(self, **fields: Any) -> None:
+        with self._lock:
+            for k, v in fields.items():
+                setattr(self._status, k, v)
+
+    def _submit(self, cfg) -> Job | None:
+        """Start one job, waiting for a free slot (None: stopped, or the server is closing)."""
+        while not self._stop.is_set():
+            try:
+                return self._registry.submit(cfg, kind=self._kind)
+            except JobLimitError as e:
+                if self._registry.closing:
+                    self._set(state="stopped", message=str(e))
+                    return None
+                self._set(state="waiting", message=str(e))
+                self._stop.wait(1.0)
+        return None
+
+    def _main(self) -> None:
+        try:
+            for i, cfg in enumerate(self._configs):
+                job = self._submit(cfg)
+                if job is None:
+                    break
+                with self._lock:
+                    self.jobs.append(job)
+                    self._status.runs.append(str(job.out))
+                self._set(state="running", index=i, job_id=job.id, message="")
+                while not job.wait(CHAIN_POLL_S):
+                    pass
+                if job.snapshot().state == "failed":
+                    self._set(state="failed", message=f"{self._status.labels[i]}: {job.snapshot().message}")
+                    return
+                if self._stop.is_set():
+                    break
+            if self._stop.is_set():
+                self._set(state="stopped", index=len(self.jobs), message=self._status.message or "stopped")
+                return
+            self._set(index=len(self._configs), job_id=None, state="finishing" if self._then else "done")
+            if self._then is not None:
+                self._set(result=self._then(list(self.jobs)), state="done")
+        except IfheError as e:
+            self._set(state="failed", message=str(e))
+        except Exception as e:  # a bug: keep the server alive, show the message, log the traceback
+            traceback.print_exc()
+            self._set(state="failed", message=f"{type(e).__name__}: {e}")
+
+
 class JobRegistry:
     """All jobs of this server process. Thread-safe; one instance per process (see `registry()`)."""
 
@@ -439,6 +542,7 @@ class JobRegistry:
         self.threads = threads or default_threads(self.max_jobs)
         self.keep = keep
         self._jobs: dict[str, Job] = {}
+        self._chains: dict[str, Chain] = {}
         self._lock = threading.Lock()
         self._closing = False
         self._test_sets: dict[tuple, Any] = {}
@@ -484,6 +588,27 @@ class JobRegistry:
             job.start()  # inside the lock: the slot count already includes it
         return job
 
+    def submit_chain(self, configs: list, labels: list, kind: str = "synth", then=None) -> Chain:
+        """Run `configs` one after another in the background, then `then(jobs)` (see `Chain`)."""
+        with self._lock:
+            if self._closing:
+                raise JobLimitError("the server is shutting down; try again once it is back")
+            chain = Chain(self, secrets.token_urlsafe(16), configs, labels, kind, then)
+            self._chains[chain.id] = chain
+            for k in [k for k, c in self._chains.items() if not c.thread.is_alive()][:-self.keep]:
+                del self._chains[k]
+        return chain.start()
+
+    def get_chain(self, chain_id: str | None) -> Chain | None:
+        if not chain_id or not isinstance(chain_id, str) or len(chain_id) > 64:
+            return None
+        with self._lock:
+            return self._chains.get(chain_id)
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
     def _evict(self) -> None:
         done = [k for k, j in self._jobs.items() if not j.active]
         for k in done[:max(0, len(self._jobs) - self.keep)]:
@@ -502,7 +627,14 @@ class JobRegistry:
             return self._test_sets[key]
 
     def stop_all(self, wait: float | None = 30.0) -> None:
-        """Stop every run (each ends at its next step and saves its checkpoint and student) and wait for them."""
+        """Stop every chain and run (each ends at its next step and saves its checkpoint and student) and wait for
+        them."""
+        with self._lock:
+            chains = list(self._chains.values())
+        for c in chains:
+            c.stop()
+        for c in chains:
+            c.wait(wait)
         with self._lock:
             jobs = list(self._jobs.values())
         for j in jobs:
@@ -521,6 +653,7 @@ class JobRegistry:
         self.stop_all()
         with self._lock:
             self._jobs.clear()
+            self._chains.clear()
 
 
 def _teacher_dataset(cfg) -> str:

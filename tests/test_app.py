@@ -56,6 +56,8 @@ def env(tiny_zoo, tmp_path, monkeypatch):
     monkeypatch.setenv("IFHE_APP_MAX_JOBS", "1")
     monkeypatch.setenv("IFHE_APP_THREADS", "1")
     monkeypatch.setenv("IFHE_APP_WARMUP", "0")
+    monkeypatch.setenv("IFHE_APP_SHIPPED", str(tmp_path / "no-shipped"))   # tests never read the real committed one
+    monkeypatch.delenv("IFHE_APP_SMALL_BANK", raising=False)
     monkeypatch.delenv("IFHE_DATA", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no torchvision cache: purely data-free
     jobs._cached_registry.clear()
@@ -622,30 +624,72 @@ def _fake_run(base: Path, name: str, method: str, alpha=None, accs=(), n_images=
     return out
 
 
+def chain_of(at: AppTest):
+    return jobs.registry().get_chain(at.session_state["fm_chain"])
+
+
+def first_job(chain, timeout=30.0):
+    wait_until(lambda: chain.jobs, timeout, "the chain's first job")
+    return chain.jobs[0]
+
+
 def test_feature_page_without_banks_offers_to_make_them(env):
     at = new_app()
     at.switch_page("views/features.py").run()
     no_exceptions(at)
     assert at.title[0].value == "Feature space"
+    assert "No shipped comparison is committed yet" in texts(at)   # said plainly, and the user's own banks offered
     assert at.button(key="fm_go").disabled
-    assert at.selectbox(key="fm_stage").value == "h"            # where L_H acts, as `ifhe features`
-    assert at.selectbox(key="fm_stage").options == ["h input (what L_H reads)", "block1", "block2", "block3",
-                                                    "penultimate"]
+    assert at.selectbox(key="fm_stage").value == "penultimate"   # the primary stage: one h does not read
+    assert at.selectbox(key="fm_stage").options == ["penultimate", "h input (what L_H optimises)", "block1",
+                                                    "block2", "block3"]
     assert at.radio(key="fm_labels").value == "target" and at.slider(key="fm_n").value == 1000
-    at.button(key="make_all").click().run()  # the three small banks, one after another
+    assert at.selectbox(key="fm_window").value == "all"
+    at.button(key="make_all").click().run()  # the three small banks, one after another, then their map
     no_exceptions(at)
-    job = job_of(at)
-    assert job is not None and job.cfg.method == "deepinversion" and job.cfg.distill.steps_per_round == 0
+    chain = chain_of(at)
+    assert at.query_params["banks"] in (chain.id, [chain.id])    # a reload reattaches to the chain
+    job = first_job(chain)
+    assert job.cfg.method == "deepinversion" and job.cfg.distill.steps_per_round == 0
     assert (job.cfg.rounds, job.cfg.synth.batch_size, job.cfg.synth.iterations) == (3, 64, 50)
-    assert at.session_state["fm_queue"] == ["cmi", "ifhe"]
-    assert at.get("progress"), "the small bank's progress bar"
-    job.stop()
-    job.wait(30)
-    at.run()  # the page starts the next queued bank when this one has ended
+    assert chain.status().labels == ["DeepInversion", "CMI", "IFHE"]
+    assert at.get("progress"), "the chain's progress bar"
+    job.stop()    # the chain moves on by itself, without a page rerun
+    wait_until(lambda: len(chain.jobs) == 2, 30, "the next bank")
+    nxt = chain.jobs[1]
+    assert nxt.cfg.method == "cmi" and nxt.cfg.synth.iterations == 20
+    chain.stop()
+    assert chain.wait(30) and chain.status().state == "stopped"
+    at.run()
     no_exceptions(at)
-    nxt = job_of(at)
-    assert nxt is not job and nxt.cfg.method == "cmi" and nxt.cfg.synth.iterations == 20
-    assert at.session_state["fm_queue"] == ["ifhe"]
+    assert "stopped" in texts(at) or any("stopped" in str(p.proto) for p in at.get("progress"))
+
+
+def test_make_the_missing_banks_then_their_map_without_another_click(env, synthetic_cifar, monkeypatch):
+    """One click: every missing bank, one after another, then their map; the queue lives with the jobs, so no
+    page has to rerun for it to move."""
+    monkeypatch.setenv("IFHE_DATA", str(synthetic_cifar))
+    monkeypatch.setenv("IFHE_APP_SMALL_BANK", json.dumps({"batch": 32, "rounds": 2, "iterations": 2}))
+    _fake_run(env, "r-cmi", "cmi", n_images=64)      # CMI has a bank already: two are missing
+    at = new_app()
+    at.switch_page("views/features.py").run()
+    at.slider(key="fm_n").set_value(100)
+    at.run()
+    assert at.button(key="make_all").proto.label == "Make the 2 missing banks"
+    at.button(key="make_all").click().run()
+    no_exceptions(at)
+    chain = chain_of(at)
+    assert chain.wait(240), "the banks and the map, with nobody rerunning the page"
+    status = chain.status()
+    assert status.state == "done" and status.labels == ["DeepInversion", "IFHE"] and len(status.runs) == 2
+    from app import features_data
+    assert features_data.REPORTS.ready(status.result)          # the map was computed by the chain
+    at.run(timeout=120)
+    no_exceptions(at)
+    metrics = next(d.value for d in at.dataframe if {"set", "rounds used"} <= set(d.value.columns))
+    assert list(metrics["set"]) == ["real", "CMI", "DeepInversion", "IFHE"]
+    assert len(at.get("plotly_chart")) >= 2 and "all 2 bank(s) made, and their map" in str(
+        [p.proto for p in at.get("progress")])
 
 
 def test_small_ifhe_bank_starts_h_from_the_teachers_shipped_h(env, tiny_zoo, tmp_path, monkeypatch):
@@ -666,20 +710,22 @@ def test_small_ifhe_bank_starts_h_from_the_teachers_shipped_h(env, tiny_zoo, tmp
     at.switch_page("views/features.py").run()
     at.button(key="make_ifhe").click().run()
     no_exceptions(at)
-    job = job_of(at)
+    chain = chain_of(at)
+    job = first_job(chain)
     assert job.cfg.method == "ifhe" and job.cfg.synth.h_init == "pretrained"
     assert job.cfg.distill.steps_per_round == 0 and job.cfg.distill.head_steps > 0   # and h keeps learning
-    job.stop()
-    job.wait(30)
+    chain.stop()
+    chain.wait(30)
     monkeypatch.setattr(zoo_catalog, "PRETRAINED_DIR", tiny_zoo)   # the same teacher without a shipped h
     at.button(key="make_ifhe").click().run()
-    assert job_of(at) is not job and job_of(at).cfg.synth.h_init == ""
-    job_of(at).stop()
-    job_of(at).wait(30)
+    other = chain_of(at)
+    assert other is not chain and first_job(other).cfg.synth.h_init == ""
+    other.stop()
+    other.wait(30)
 
 
 def test_small_bank_progress_from_the_snapshot():
-    from app.features_data import job_progress
+    from app.features_data import chain_progress, job_progress
     snap = jobs.Snapshot(kind="synth", method="ifhe", out_dir="x", run_name="x", state="running", rounds=3,
                          iterations=20, round=1, iteration=10, bank_size=64)
     frac, text = job_progress(snap)
@@ -687,6 +733,42 @@ def test_small_bank_progress_from_the_snapshot():
     frac, text = job_progress(jobs.Snapshot(kind="synth", method="ifhe", out_dir="x", run_name="x",
                                             state="finished", rounds=3, bank_size=192))
     assert frac == 1.0 and "finished" in text
+    status = jobs.ChainStatus("running", ["DeepInversion", "CMI", "IFHE"], index=1)
+    frac, text = chain_progress(status, replace_snap(snap, method="cmi"))
+    assert frac == pytest.approx(1.5 / 4) and "CMI bank: round 2 of 3" in text and "then IFHE" in text
+    frac, text = chain_progress(jobs.ChainStatus("finishing", ["DeepInversion", "CMI", "IFHE"], index=3))
+    assert "computing their map" in text
+
+
+def replace_snap(snap, **kw):
+    from dataclasses import replace
+    return replace(snap, **kw)
+
+
+def test_a_chain_runs_its_jobs_one_after_another_within_the_limit(env):
+    """Chains run their jobs one at a time through the registry (the job limit holds), wait for a busy slot, and
+    end with their last step; Stop ends the running job and starts no other."""
+    from ifhe.config import make_config
+    cfg = make_config("ifhe", teacher=TEACHER, rounds=2, synth={"batch_size": 8, "iterations": 2},
+                      distill={"steps_per_round": 0})
+    reg = jobs.registry()
+    blocker = reg.submit(make_config("ifhe", teacher=TEACHER, rounds=1000, synth={"batch_size": 8,
+                                                                                   "iterations": 2}))
+    seen = []
+    chain = reg.submit_chain([cfg, cfg], ["a", "b"], then=lambda js: [j.snapshot().state for j in js])
+    wait_until(lambda: chain.status().state == "waiting", 20, "the chain waiting for the busy slot")
+    blocker.stop()
+    assert chain.wait(120)
+    status = chain.status()
+    assert status.state == "done" and status.result == ["finished", "finished"] and len(status.runs) == 2
+    a, b = chain.jobs
+    assert a.snapshot().started_at <= b.snapshot().started_at and not (a.active or b.active)
+    assert reg.get_chain(chain.id) is chain and reg.get_chain("nope") is None
+    long = reg.submit_chain([make_config("ifhe", teacher=TEACHER, rounds=1000, synth={"batch_size": 8}), cfg],
+                            ["long", "next"], then=seen.append)
+    first_job(long)
+    long.stop()
+    assert long.wait(30) and long.status().state == "stopped" and len(long.jobs) == 1 and not seen
 
 
 def _two_round_bank(out: Path, head: str | None = None, n: int = 60) -> None:
@@ -715,31 +797,38 @@ def test_feature_page_map_metrics_and_click(env, synthetic_cifar, monkeypatch):
     at.button(key="fm_go").click().run(timeout=180)
     no_exceptions(at)
     charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
-    assert len(charts) == 3, "shared map, per-set maps, metrics against round"
+    assert len(charts) == 3, "shared map, per-set maps, metrics against the share of the run"
     for fig in charts[:2]:
         assert [a["text"] for a in fig["layout"]["annotations"]] == ["real", "DeepInversion", "CMI", "IFHE"]
+        assert len({t["xaxis"] for t in fig["data"]}) == 4 and fig["layout"]["height"] < 500   # one row, full width
     assert "fitted on real" in charts[0]["layout"]["title"]["text"] and "alone" in charts[1]["layout"]["title"]["text"]
     assert "target t" in charts[0]["layout"]["legend"]["title"]["text"]
-    assert "against round" in charts[2]["layout"]["title"]["text"]
-    metrics = at.dataframe[0].value
+    assert "share of the run" in charts[2]["layout"]["title"]["text"]
+    metrics = next(d.value for d in at.dataframe if {"set", "rounds used"} <= set(d.value.columns))
     assert list(metrics["set"]) == ["real", "DeepInversion", "CMI", "IFHE"]
     assert {"k-NN bal. acc (t)", "probe bal. acc (t)", "agreement pred = t", "diversity", "Fréchet to real",
             "real-vs-real floor", "k-NN bal. acc (pred.)"} <= set(metrics.columns)
     assert metrics["k-NN bal. acc (t)"].str.contains(r"\[").all()  # every figure with its interval
-    assert (metrics["n"] == 100).all() and (metrics["stage"] == "h input (block1+block2+block3)").all()
+    assert (metrics["n"] == 100).all() and (metrics["stage"] == "penultimate").all()
+    assert (metrics["rounds used"].iloc[1:] == "rounds 0–1 of 2").all()
     page = texts(at)
     assert said in page and "alpha = 0" in page  # IFHE's h as its run trained it; CMI and DeepInversion use none
+    assert "by construction" in page             # the caveat: h's input favours IFHE
+    # h's input, beside the primary stage: the same report, another stage
+    at.selectbox(key="fr_stage").set_value("h").run(timeout=60)
+    metrics = next(d.value for d in at.dataframe if {"set", "rounds used"} <= set(d.value.columns))
+    assert (metrics["stage"] == "h input (block1+block2+block3)").all()
     # click a point: its image appears beside the map
     from app import features_data
     report = features_data.feature_report(at.session_state["fm_spec"], str(env / "feature_cache"))
     row = report.points[(report.points["set"] == "IFHE") & (report.points["map"] == "own")].iloc[0]
     event = {"selection": {"points": [{"x": row["x"], "y": row["y"], "customdata": [int(row["index"]), 0, 0.5, 3, 0]}]}}
     assert features_data.selected_point(report, event, "h", "own") == ("IFHE", int(row["index"]))
-    from ifhe.embedding import plot_map
+    from ifhe.feature_view import plot_map
     html = features_data.hover_html(report, plot_map(report, "h", "shared"))
     assert "plotly_hover" in html and html.count("data:image/jpeg;base64") == 4  # one sheet a set
     # colour by the teacher's prediction instead
-    at.radio(key="fm_colour").set_value("predicted").run(timeout=60)
+    at.radio(key="fr_colour").set_value("predicted").run(timeout=60)
     fig = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert "prediction" in fig["layout"]["legend"]["title"]["text"]
     # block3, labelled by prediction
@@ -747,7 +836,8 @@ def test_feature_page_map_metrics_and_click(env, synthetic_cifar, monkeypatch):
     at.radio(key="fm_labels").set_value("predicted")
     at.button(key="fm_go").click().run(timeout=180)
     no_exceptions(at)
-    metrics = at.dataframe[0].value
+    at.selectbox(key="fr_stage").set_value("block3").run(timeout=60)
+    metrics = next(d.value for d in at.dataframe if {"set", "rounds used"} <= set(d.value.columns))
     assert (metrics["stage"] == "block3").all() and "k-NN bal. acc (pred.)" in metrics.columns
     assert "k-NN bal. acc (t)" in metrics.columns  # the other labelling, as the secondary column
 
@@ -764,8 +854,73 @@ def test_feature_page_data_free(env):
     no_exceptions(at)
     page = texts(at)
     assert "fitted on the union of the sets" in page and "n = 60 per set, not 100" in page
-    assert list(at.dataframe[0].value["set"]) == ["DeepInversion", "IFHE"]
+    metrics = next(d.value for d in at.dataframe if {"set", "rounds used"} <= set(d.value.columns))
+    assert list(metrics["set"]) == ["DeepInversion", "IFHE"]
     assert "h training not recorded" in page  # a bank from before provenance was recorded
+
+
+@pytest.fixture(scope="module")
+def shipped(tiny_zoo, synthetic_cifar, tmp_path_factory):
+    """A tiny committed comparison of the tiny teacher, made by tools/ship_banks.py from tiny runs."""
+    from features_fixture import make_shipped
+    root = tmp_path_factory.mktemp("shipped")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(zoo_catalog, "PRETRAINED_DIR", tiny_zoo)
+        return make_shipped(root / "feature-banks", TEACHER, synthetic_cifar, root)
+
+
+def test_feature_page_opens_on_the_shipped_comparison(env, shipped, monkeypatch):
+    """The committed comparison is on screen at once: both maps across the page's width and the tables, labelled,
+    with nothing made or computed (no job, no chain, no analysis stack)."""
+    import subprocess
+    monkeypatch.setenv("IFHE_APP_SHIPPED", str(shipped))
+    at = new_app()
+    t0 = time.perf_counter()
+    at.switch_page("views/features.py").run()
+    took = time.perf_counter() - t0
+    no_exceptions(at)
+    label = next(m.value for m in at.markdown if "shipped comparison:" in m.value)
+    assert "DeepInversion, CMI, IFHE (2 seeds each)" in label and f"teacher {TEACHER}" in label
+    assert "last 50% of each run's rounds" in label
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert "fitted on real" in charts[0]["layout"]["title"]["text"] and "alone" in charts[1]["layout"]["title"]["text"]
+    assert [a["text"] for a in charts[0]["layout"]["annotations"]] == ["real", "DeepInversion s0", "CMI s0", "IFHE s0"]
+    frames = [d.value for d in at.dataframe]
+    metrics = next(f for f in frames if {"set", "rounds used"} <= set(f.columns))
+    assert len(metrics) == 7 and (metrics["stage"] == "penultimate").all()
+    seeds = next(f for f in frames if "banks (seeds)" in f.columns)
+    assert list(seeds["method"]) == ["real", "DeepInversion", "CMI", "IFHE"] and seeds["banks (seeds)"].iloc[1] == "0,1"
+    claims = next(f for f in frames if "claim" in f.columns)
+    assert claims["stage"].iloc[0] == "penultimate (primary)" and (claims["paired seeds"].iloc[:4] == "0,1").all()
+    provenance = next(f for f in frames if "made by" in f.columns)
+    assert len(provenance) == 6 and provenance["made by"].str.contains("config.yaml").all()
+    assert jobs.registry().active_count() == 0 and "fm_chain" not in at.session_state
+    assert not env.exists() or not any(env.iterdir())     # no bank made
+    at.selectbox(key="sh_seed").set_value("all").run()
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert len(fig["layout"]["annotations"]) == 7
+    print(f"shipped comparison drawn in {took:.2f} s (AppTest, in process)")
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import app.features_data; "
+            f"from ifhe.feature_banks import load_comparison; from ifhe import feature_view; "
+            f"load_comparison({str(shipped)!r}); "
+            "print(sorted(m for m in ('sklearn', 'openTSNE', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stderr[-2000:]
+
+
+def test_users_banks_beside_the_shipped_ones(env, shipped, synthetic_cifar, monkeypatch):
+    monkeypatch.setenv("IFHE_APP_SHIPPED", str(shipped))
+    monkeypatch.setenv("IFHE_DATA", str(synthetic_cifar))
+    _two_round_bank(_fake_run(env, "r-ifhe", "ifhe", n_images=60))
+    at = new_app()
+    at.switch_page("views/features.py").run()
+    at.slider(key="fm_n").set_value(100)
+    at.checkbox(key="fm_beside").check().run()
+    at.button(key="fm_go").click().run(timeout=180)
+    no_exceptions(at)
+    metrics = next(d.value for d in at.dataframe if {"set", "rounds used"} <= set(d.value.columns) and "IFHE" in set(d.value["set"]))
+    assert list(metrics["set"]) == ["real", "IFHE", "shipped DeepInversion s0", "shipped CMI s0", "shipped IFHE s0"]
+    assert (metrics["n"] == 48).all()          # the committed banks hold 48 images each
 
 
 def test_compare_page(env, tmp_path, monkeypatch):

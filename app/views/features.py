@@ -1,9 +1,15 @@
-"""Feature space: the teacher's intermediate features of real, DeepInversion, CMI and IFHE images, measured where
-L_H acts (h's input by default), labelled by target t: the shared real-fitted map beside one map per set,
-metrics with 95% intervals, and the metrics against round."""
+"""Feature space: the teacher's intermediate features of real, DeepInversion, CMI and IFHE images. The page opens on
+the committed comparison (banks of the final sweep, one per method and seed, measured and mapped when they were
+committed), then offers the user's own banks (made here in the background, one click for all of them and their
+map), optionally beside the committed ones. Every report: a stage L_H does not read first, h's input beside it,
+the shared real-fitted map and one map per set across the page's width, the claims decided over seeds, each
+method over its seeds, each bank with its intervals over images, and the metrics against the share of the run."""
 import streamlit as st
 import streamlit.components.v1 as components
 
+from ifhe.feature_view import (LABELINGS, metrics_table, plot_map, plot_rounds, seed_table, stage_caveat,
+                               verdict_table)
+from ifhe.heads import H_STAGE
 from ifhe.methods import METHOD_LABELS
 
 from app import common, features_data as FV
@@ -11,76 +17,50 @@ from app.files import data_status, safe_path
 from app.grids import thumbnail_png
 from app.jobs import registry
 
-
-def bank_progress() -> None:
-    """A progress bar of this session's small-bank job (and what is queued after it), polled while it runs."""
-    ss = st.session_state
-    job = registry().get(ss.get("fm_bank_job"))
-    if job is None:
-        return
-    queue = ss.get("fm_queue") or []
-
-    def render(snap):
-        frac, text = FV.job_progress(snap)
-        if queue:
-            text += " · then " + ", ".join(METHOD_LABELS[m] for m in queue)
-        st.progress(frac, text=text)
-
-    common.live(render, job.id, job.snapshot().active, key="fm_bank_live", every=1.0)
+MAP_COLS = 5                  # panels a row across the page's width
 
 
-def show(report, stage: str) -> None:
-    """The report at one stage: what was compared, both maps, the metrics, the image of a clicked point, the
-    metrics against round."""
-    # the analysis stack (about 1.4 s to import) only once there is a report: the page's controls come first
-    from ifhe.embedding import plot_rounds
-    from ifhe.feature_report import MIN_ROUND_WINDOW, metrics_table
-    st.caption(f"Teacher {report.teacher} · **{report.stage_label(stage)}** · n = {report.n} images per set · "
-               f"labels: {'target t (real: true class)' if report.labels == 'target' else 'teacher prediction'}")
-    for s in report.sets:
-        head = f" · h: **{s.head}**" if s.head else ""
-        st.caption(f"**{s.name}**: {s.n} of {s.size} images, {s.window}{head}")
-    for note in report.notes:
-        st.info(note)
-    events = show_maps(report, stage)
-    a, b = st.columns([3, 1])
-    with a:
-        st.markdown("**Heterogeneity metrics** (95% intervals in brackets)")
-        table = metrics_table(report, stage)
-        st.dataframe(table, hide_index=True, column_config={
-            c: st.column_config.TextColumn(c, help=next((h for k, h in FV.METRIC_HELP.items() if c.startswith(k)),
-                                                        None)) for c in table.columns})
-    with b:
-        show_clicked(report, stage, events)
-    if len(report.rounds):
-        st.plotly_chart(plot_rounds(report, stage), key="fm_rounds")
-    else:
-        st.caption(f"No metric-vs-round chart: the banks are too small for windows of {MIN_ROUND_WINDOW} images "
-                   f"(or hold no rounds).")
+def stage_name(stage: str) -> str:
+    return "h input (what L_H optimises)" if stage == H_STAGE else stage
 
 
-def show_maps(report, stage: str) -> dict:
-    """The shared map beside the maps fitted per set; the selection events of the clickable ones."""
-    from ifhe.embedding import plot_map
-    from ifhe.feature_metrics import LABELINGS
-    colour = st.radio("Colour points by", LABELINGS, horizontal=True, key="fm_colour",
-                      format_func=lambda c: {"target": "target t (real: true class)",
-                                             "predicted": "teacher's prediction"}[c])
-    hover = st.toggle("Hover thumbnails", key="fm_hover",
-                      help="interactive copies of the maps that show the image under the cursor (loads plotly.js, "
-                           "about 5 MB, into the page); off: click a point to see its image")
-    left, right = st.columns(2)
+def show_report(report, key: str) -> None:
+    """A report across the page's width: its view controls, both maps one under the other, the image of a clicked
+    point, the tables and the metric-vs-share chart."""
+    c = st.columns([2, 3, 2, 1])
+    stage = c[0].selectbox("Stage", report.stages, key=f"{key}_stage", format_func=stage_name,
+                           help="the primary stage (one h does not read) first; h's input, what L_H optimises "
+                                "directly, beside it")
+    colour = c[1].radio("Colour points by", LABELINGS, horizontal=True, key=f"{key}_colour",
+                        format_func=lambda v: {"target": "target t (real: true class)",
+                                               "predicted": "teacher's prediction"}[v])
+    seeds = sorted({s.seed for s in report.sets if s.seed is not None and s.name != "real"})
+    shown = report.set_names
+    if len(seeds) > 1 and len(shown) > MAP_COLS:
+        pick = c[2].selectbox("Banks in the maps", [f"seed {k}" for k in seeds] + ["all"], key=f"{key}_seed",
+                              help="the tables cover every bank; the maps show one seed's banks (or all)")
+        if pick != "all":
+            shown = [s.name for s in report.sets if s.name == "real" or s.seed == int(pick.split()[1])
+                     or s.seed is None]
+    hover = c[3].toggle("Hover thumbnails", key=f"{key}_hover",
+                        help="interactive copies of the maps that show the image under the cursor (loads plotly.js, "
+                             "about 5 MB, into the page); off: click a point to see its image")
+    st.caption(stage_caveat(report))
+    events = show_maps(report, stage, colour, hover, shown, key)
+    show_clicked(report, stage, events)
+    show_tables(report, stage, key)
+
+
+def show_maps(report, stage: str, colour: str, hover: bool, shown: list[str], key: str) -> dict:
+    """The shared map, then the maps fitted per set, each across the page's width; the clickable ones' events."""
     events = {}
-    for col, kind, title in ((left, "shared", "Shared map: fitted on real images, the others placed into it"),
-                             (right, "own", "Each set fitted alone (the paper's view)")):
-        with col:
-            st.markdown(f"**{title}**")
-            fig = plot_map(report, stage, kind, colour)
-            if hover:
-                components.html(FV.hover_html(report, fig), height=int(fig.layout.height or 400) + 20)
-            else:
-                events[kind] = st.plotly_chart(fig, key=f"fm_map_{kind}", on_select="rerun",
-                                               selection_mode="points")
+    cols = min(len(shown), MAP_COLS)
+    for kind in ("shared", "own"):
+        fig = plot_map(report, stage, kind, colour, cols=cols, sets=shown)
+        if hover:
+            components.html(FV.hover_html(report, fig, shown), height=int(fig.layout.height or 400) + 20)
+        else:
+            events[kind] = st.plotly_chart(fig, key=f"{key}_map_{kind}", on_select="rerun", selection_mode="points")
     return events
 
 
@@ -89,7 +69,8 @@ def show_clicked(report, stage: str, events: dict) -> None:
     for kind, event in events.items():
         hit = hit or FV.selected_point(report, event, stage, kind)
     if hit is None:
-        st.caption("Click a point in a map to see its image here.")
+        if events:
+            st.caption("Click a point in a map to see its image here.")
         return
     name, i = hit
     row = report.points[(report.points["stage"] == stage) & (report.points["set"] == name)
@@ -103,89 +84,189 @@ def show_clicked(report, stage: str, events: dict) -> None:
                      f"teacher says {cname(row['pred'])} ({row['confidence']:.2f})")
 
 
-st.title("Feature space")
-st.caption("The paper's claim: synthesized images whose *intermediate* features carry their target class "
-           "(heterogeneous, as real images' do) distill better, and IFHE's L_H = CE(h(f_T), t) pushes them there. "
-           "Measured here where L_H acts: on h's input (the teacher's pooled block outputs, concatenated) or any "
-           "stage, with each synthesized image labelled by its target t, every set at the same n from its most "
-           "recent rounds.")
+def _table(frame, key: str) -> None:
+    if frame.empty:
+        st.caption("Nothing to show: one bank per method, or no method to compare with.")
+        return
+    help_of = {c: next((h for k, h in FV.METRIC_HELP.items() if c.startswith(k)), None) for c in frame.columns}
+    st.dataframe(frame, hide_index=True, key=key,
+                 column_config={c: st.column_config.TextColumn(c, help=h) for c, h in help_of.items()})
 
-reg = registry()
-ss = st.session_state
-FV.advance_queue()
-runs = FV.runs_with_banks(reg.base_dir)
-has_data, data_msg = data_status(ss["dataset"])
 
-left, right = st.columns([1, 3], gap="large")
-with left:
-    chosen, missing = {}, []
-    for method in FV.MAP_METHODS:
-        label = METHOD_LABELS[method]
-        # largest bank first (the newest among equals): the richest picture of the method by default
-        options = [r.name for r in sorted((r for r in runs if r.method == method), key=lambda r: -r.bank_size)]
-        if options:
-            pick = st.selectbox(f"{label} images from run", ["(none)"] + options, index=1, key=f"fm_{method}",
-                                help="run folders under the runs folder whose bank holds images")
-            if pick != "(none)":
-                chosen[label] = next(r for r in runs if r.name == pick)
+def show_tables(report, stage: str, key: str) -> None:
+    """The claims (over seeds, primary stage first), each method over its seeds, each bank, metrics vs share."""
+    st.markdown(f"**Heterogeneity metrics** · n = {report.n} images per set, from {report.window or 'each bank'} · "
+                f"labels: {'target t (real: true class)' if report.labels == 'target' else 'teacher prediction'}")
+    tabs = st.tabs(["Each bank", "Each method over its seeds", "Claims (decided over seeds)",
+                    "Against the share of the run", "What was compared"])
+    with tabs[0]:
+        _table(metrics_table(report, stage), f"{key}_metrics")
+    with tabs[1]:
+        _table(seed_table(report, stage), f"{key}_seeds")
+    with tabs[2]:
+        _table(verdict_table(report), f"{key}_verdicts")
+    with tabs[3]:
+        if len(report.rounds):
+            st.plotly_chart(plot_rounds(report, stage), key=f"{key}_rounds")
         else:
-            missing.append(method)
-            st.caption(f"No {label} run with images yet.")
-            st.button(f"Make a small {label} bank", key=f"make_{method}", on_click=FV.make_bank, args=(method,),
-                      help=f"{FV.SMALL_BANK['rounds']} rounds of {FV.SMALL_BANK['batch']} images with the current "
-                           f"teacher, synthesis only (about {FV.SMALL_BANK_TIME} on 2 cores)")
-    if len(missing) > 1:
-        st.button(f"Make the {len(missing)} missing banks", key="make_all", on_click=FV.make_banks,
-                  args=(missing,), help=f"one after another, about {FV.SMALL_BANK_TIME} each on 2 cores; keep this "
-                                        f"page open: it starts the next when one ends")
-    if missing:
-        st.caption(f"A first comparison from small banks: about {FV.ALL_BANKS_TIME} for the three on 2 cores.")
-    bank_progress()
-    extra = st.text_input("Another bank folder (relative to the runs folder)", key="fm_extra",
-                          placeholder="e.g. my-run/bank")
+            st.caption("No metric-vs-share chart: the banks are too small for windows of 50 images.")
+    with tabs[4]:
+        st.caption(f"Teacher {report.teacher}. {report.protocol}")
+        for s in report.sets:
+            head = f" · h: **{s.head}**" if s.head else ""
+            st.caption(f"**{s.name}**: {s.n} of {s.size} images, {s.window}{head}")
+        for note in report.notes:
+            st.caption(f"note: {note}")
+
+
+def shipped_section() -> None:
+    """The committed comparison, drawn from its files (nothing computed), or why there is none."""
+    shipped, why = FV.shipped()
+    if shipped is None:
+        st.info(why + " Make banks of your own below: one click makes the three and their map.")
+        return
+    st.markdown(f"**{shipped.label}**")
+    st.caption(f"Made by `{shipped.command}`" if shipped.command else "")
+    with st.expander("Where the shipped banks come from"):
+        st.dataframe([{"bank": b.name, "method": b.group, "seed": b.seed, "images": b.images,
+                       "rounds used": b.rounds_used, "run's rounds": b.run_rounds, "budget (min)": b.budget_minutes,
+                       "teacher sha256 (as the run recorded it)": (b.teacher_sha256 or "not recorded")[:12],
+                       "run": b.run, "made by": b.made_by} for b in shipped.banks], hide_index=True)
+    show_report(shipped.report, "sh")
+
+
+# ---- the user's banks ------------------------------------------------------------------------------------------
+
+def pick_banks(runs) -> tuple[dict, list[str]]:
+    """A run picker per method (largest bank first) and the methods without a bank."""
+    chosen, missing, size = {}, [], FV.small_bank()
+    cols = st.columns(len(FV.MAP_METHODS))
+    for col, method in zip(cols, FV.MAP_METHODS):
+        label = METHOD_LABELS[method]
+        options = [r.name for r in sorted((r for r in runs if r.method == method), key=lambda r: -r.bank_size)]
+        with col:
+            if options:
+                pick = st.selectbox(f"{label} images from run", ["(none)"] + options, index=1, key=f"fm_{method}",
+                                    help="run folders under the runs folder whose bank holds images")
+                if pick != "(none)":
+                    chosen[label] = next(r for r in runs if r.name == pick)
+            else:
+                missing.append(method)
+                st.caption(f"No {label} run with images yet.")
+            st.button(f"Make a small {label} bank", key=f"make_{method}", on_click=FV.make_banks, args=([method],),
+                      help=f"{size['rounds']} rounds of {size['batch']} images with the current "
+                           f"teacher, synthesis only (about {FV.SMALL_BANK_TIME} on 2 cores), in the background")
+    return chosen, missing
+
+
+def view_controls(teacher_ref, has_data: bool, shipped) -> tuple:
+    """Stage, labels, window, n, real images, the shipped banks beside: (stage, n, real, labels, window), beside."""
+    c = st.columns(3)
+    stage = c[0].selectbox("Stage", FV.stage_options(teacher_ref), index=0, key="fm_stage", format_func=stage_name,
+                           help="the primary stage of the verdicts: one h does not read (h's input is measured "
+                                "beside it)")
+    labels = c[0].radio("Label synthesized images by", LABELINGS, key="fm_labels", horizontal=True,
+                        format_func=lambda v: {"target": "target t", "predicted": "teacher's prediction"}[v],
+                        help="target t: what L_H pushes (real images: their true class); the other labelling stays "
+                             "as a secondary column")
+    window = c[1].selectbox("Images of each bank", list(FV.WINDOWS), key="fm_window", format_func=FV.WINDOWS.get,
+                            help="the same share of every run, whatever number of rounds its method made")
+    n = c[1].slider("Images per set (n)", 100, 1000, FV.DEFAULT_N, step=100, key="fm_n",
+                    help="every set, real included, is compared at the same n (the smallest set's size if smaller)")
+    use_real = c[2].checkbox("Include real test images", value=has_data, disabled=not has_data, key="fm_real")
+    beside = c[2].checkbox("Put the shipped banks beside mine", key="fm_beside", disabled=shipped is None,
+                           help="the committed banks of one seed, in the same report as yours (same teacher only)")
+    return (stage, n, use_real and has_data, labels, window), beside
+
+
+def chain_progress(chain) -> None:
+    """The bank chain's progress, polled once a second while it runs; when it ends, its map is the page's."""
+    status = chain.status()
+
+    def body():
+        s = chain.status()
+        job = registry().get(s.job_id)
+        frac, text = FV.chain_progress(s, job.snapshot() if job else None)
+        st.progress(frac, text=text)
+        if s.state == "done" and s.result is not None and st.session_state.get("fm_chain_applied") != chain.id:
+            st.session_state.update(fm_spec=s.result, fm_chain_applied=chain.id)   # once: the user may move on
+        if status.active and not s.active:
+            st.rerun(scope="app")
+    st.fragment(run_every=1.0 if status.active else None, key="fm_chain_live")(body)()
+    if status.active:
+        st.button("Stop making banks", key="fm_chain_stop", on_click=chain.stop)
+
+
+def your_banks() -> None:
+    """The user's banks: pickers and make buttons, the view's settings, the chain's progress, their report."""
+    reg, ss = registry(), st.session_state
+    runs = FV.runs_with_banks(reg.base_dir)
+    has_data, data_msg = data_status(ss["dataset"])
+    shipped, _ = FV.shipped()
+    chosen, missing = pick_banks(runs)
     teacher_ref = next((r.teacher for r in chosen.values() if getattr(r, "teacher", None)), None) \
         or FV.session_teacher()
-    stages = FV.stage_options(teacher_ref)
-    stage = st.selectbox("Stage", stages, index=0, key="fm_stage",
-                         format_func=lambda s: "h input (what L_H reads)" if s == "h" else s,
-                         help="h's input: the stages h reads, pooled and concatenated; or one stage of the teacher")
-    labels = st.radio("Label synthesized images by", ("target", "predicted"), key="fm_labels", horizontal=True,
-                      format_func=lambda c: {"target": "target t", "predicted": "teacher's prediction"}[c],
-                      help="target t: what L_H pushes (real images: their true class); the other labelling stays "
-                           "as a secondary column")
-    window = st.selectbox("Images of each bank", ("auto", "all"), key="fm_window",
-                          format_func=lambda w: {"auto": "the most recent n", "all": "drawn from all rounds"}[w])
-    n = st.slider("Images per set (n)", 100, 1000, FV.DEFAULT_N, step=100, key="fm_n",
-                  help="every set, real included, is compared at the same n (the smallest set's size if smaller)")
-    use_real = st.checkbox("Include real test images", value=has_data, disabled=not has_data, key="fm_real")
+    view, beside = view_controls(teacher_ref, has_data, shipped)
     if not has_data:
         st.info(data_msg)
-    go = st.button("Compute the map", type="primary", key="fm_go", disabled=not (chosen or extra))
-
-if extra:
-    try:
-        bank_dir = safe_path(reg.base_dir, extra)
-        chosen[f"custom:{bank_dir.name}"] = FV.BankRef.from_dir(bank_dir)
-    except Exception as e:  # IfheError for bad paths, or an unreadable bank
-        with left:
-            st.error(str(e))
-
-with right:
-    if not chosen:
-        st.info("No image sets yet. Make small DeepInversion, CMI and IFHE banks with the buttons on the left (or "
-                "run them on the Synthesize page), then come back: the map compares their banks with real images.")
-    if go and chosen:
+    extra = st.text_input("Another bank folder (relative to the runs folder)", key="fm_extra",
+                          placeholder="e.g. my-run/bank")
+    if extra:
         try:
-            ss["fm_spec"] = FV.spec(chosen, stage, n, use_real and has_data, labels, window)
+            bank_dir = safe_path(reg.base_dir, extra)
+            chosen[f"custom:{bank_dir.name}"] = FV.BankRef.from_dir(bank_dir)
+        except Exception as e:  # IfheError for bad paths, or an unreadable bank
+            st.error(str(e))
+    refs = {k: (v if isinstance(v, FV.BankRef) else FV.BankRef.of_run(v)) for k, v in chosen.items()}
+    if beside and shipped is not None:
+        try:
+            refs |= FV.shipped_refs(shipped, seed=min((b.seed or 0) for b in shipped.banks))
+        except Exception as e:  # IfheError: the teacher of that name changed since
+            st.error(str(e))
+    c = st.columns([1, 1, 2])
+    go = c[0].button("Compute the map", type="primary", key="fm_go", disabled=not refs)
+    make = missing or list(FV.MAP_METHODS)
+    c[1].button(("Make the missing bank" if len(missing) == 1 else f"Make the {len(missing)} missing banks")
+                if missing else "Make the three banks anew", key="make_all", on_click=FV.make_banks,
+                args=(make, refs, view + (teacher_ref,)),
+                help=f"one after another in the background (about {FV.SMALL_BANK_TIME} each on 2 cores), then "
+                     f"their map, without another click; this page may be closed meanwhile")
+    c[2].caption(f"A first comparison from small banks: about {FV.ALL_BANKS_TIME} for the three on 2 cores, "
+                 f"then the map.")
+    chain = FV.current_chain()
+    if chain is not None:
+        chain_progress(chain)
+    your_report(refs, view, teacher_ref, go)
+
+
+def your_report(refs: dict, view: tuple, teacher_ref, go: bool) -> None:
+    ss = st.session_state
+    if go and refs:
+        try:
+            ss["fm_spec"] = FV.spec(refs, *view, teacher=teacher_ref)
         except Exception as e:
             st.error(str(e))
     spec = ss.get("fm_spec")
-    if spec:
-        try:
-            with st.spinner("Extracting features, measuring and fitting t-SNE maps (cached after the first time)…"):
-                report = FV.feature_report(spec, str(reg.base_dir / "feature_cache"))
-        except Exception as e:
-            st.error(f"Could not compute the map: {e}")
-            report = None
-        if report is not None:
-            show(report, spec[2])
+    if not spec:
+        if not refs:
+            st.info("No image sets of yours yet: make small DeepInversion, CMI and IFHE banks with the buttons above "
+                    "(or run them on the Synthesize page); the map compares their banks with real images.")
+        return
+    try:
+        with st.spinner("Extracting features, measuring and fitting t-SNE maps (cached after the first time)…"):
+            report = FV.feature_report(spec, str(registry().base_dir / "feature_cache"))
+    except Exception as e:
+        st.error(f"Could not compute the map: {e}")
+        return
+    show_report(report, "fr")
+
+
+st.title("Feature space")
+st.caption("The paper's claim: synthesized images whose *intermediate* features carry their target class "
+           "(heterogeneous, as real images' do) distill better, and IFHE's L_H = CE(h(f_T), t) pushes them there. "
+           "Each synthesized image is labelled by its target t; every set is compared at the same n, from the same "
+           "share of each run; verdicts rest on a stage h does not read, over seeds.")
+shipped_section()
+st.divider()
+st.subheader("Your banks")
+your_banks()
