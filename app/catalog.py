@@ -1,6 +1,6 @@
 """What the pages offer to choose from, read without importing torch: the teacher/student pairs (every shipped
 teacher with each student architecture, and the paper's pairs) and the figures measured for a pair (run folders
-and sweep results).
+and sweep results), only those of the zoo's teacher now and the current presets.
 
 The Synthesize page is the first page a user sees; importing torch (2-3 s here) before drawing it made the first
 page take 7-10 s. The shipped models, their roles and the architecture names come from the engine's torch-free
@@ -9,12 +9,15 @@ catalogue (`ifhe.catalog`); what is here is the app's own.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import yaml
 
 from ifhe.catalog import ARCHITECTURES, default_teacher, read_manifest, teachers  # noqa: F401 (the pages' names)
+from ifhe.config import make_config, to_dict
+from ifhe.methods import variants
 from ifhe.paper import PAIR_ARCHS
 
 from .runs import find_sweeps
@@ -104,12 +107,35 @@ def train_command(arch: str, dataset: str) -> str:
 
 
 # ---- figures measured for a pair ---------------------------------------------------------------------------
+# Shown only when made with the teacher the zoo ships now (its manifest checksum, as the run or the sweep recorded
+# it: a figure that does not record it is unknown and left out) and with the method's current preset (every
+# setting the run recorded under synth and distill equals the preset's, with the sweep variant's own changes).
 
 @dataclass(frozen=True)
 class Figure:
     method: str
     student_acc: float
-    source: str           # "run <folder>" or "sweep <label>, n seeds"
+    source: str           # "run <folder>" or "sweep <label>"
+    n: int = 1            # seeds (runs) behind the figure
+    low: float | None = None
+    high: float | None = None
+    minutes: float | None = None
+
+    def text(self) -> str:
+        """'ifhe 48.5% [27.0, 70.0] (sweep results/sweep-a, 3 seeds, 20 min)' or '... (one run: run x)'."""
+        budget = f", {self.minutes:g} min" if self.minutes else ""
+        if self.n > 1 and self.low is not None and self.high is not None:
+            return (f"{self.method} {self.student_acc:.1f}% [{self.low:.1f}, {self.high:.1f}] ({self.source}, "
+                    f"{self.n} seeds{budget})")
+        return f"{self.method} {self.student_acc:.1f}% (one run: {self.source}{budget})"
+
+
+@dataclass
+class Measured:
+    """The figures of one (teacher, student) pair, seeded sweeps first, and how many were left out and why."""
+
+    figures: list = field(default_factory=list)
+    left_out: dict = field(default_factory=dict)      # reason -> count
 
 
 def _read_json(path: Path):
@@ -119,70 +145,168 @@ def _read_json(path: Path):
         return None
 
 
-def _run_figures(runs_dir: Path) -> dict[tuple[str, str], list[Figure]]:
-    """From the run folders directly under `runs_dir`: result.json (written when a run ends), else config.yaml
-    and the app's status.json."""
-    out: dict[tuple[str, str], list[Figure]] = {}
+def teacher_checksum(teacher: str | None) -> str | None:
+    """The sha256 of the zoo's teacher of that name now (None: not a shipped teacher)."""
+    return read_manifest().get(str(teacher), {}).get("sha256") if teacher else None
+
+
+@lru_cache(maxsize=64)
+def preset_settings(variant: str) -> dict | None:
+    """The synth and distill settings of a method or sweep variant's current CPU preset (None: unknown)."""
+    spec = variants().get(variant)
+    if spec is None:
+        return None
+    method, synth = spec
+    d = to_dict(make_config(method, "cpu", synth=synth))
+    return {"synth": d["synth"], "distill": d["distill"]}
+
+
+def _differs(recorded, preset) -> bool:
+    if isinstance(recorded, (list, tuple)) or isinstance(preset, (list, tuple)):
+        return list(recorded or []) != list(preset or [])
+    if isinstance(recorded, (int, float)) and isinstance(preset, (int, float)) and not isinstance(recorded, bool):
+        return abs(recorded - preset) > 1e-9 * max(1.0, abs(preset))
+    return recorded != preset
+
+
+def stale_reason(teacher: str | None, sha: str | None, variant: str | None, config: dict | None) -> str:
+    """Why a figure is not one of this teacher and the current preset ('' when it is)."""
+    current = teacher_checksum(teacher)
+    if not sha:
+        return "the teacher's checksum was not recorded"
+    if sha != current:
+        return "made with another version of the teacher"
+    preset = preset_settings(str(variant))
+    if preset is None or not isinstance(config, dict) or not all(config.get(k) for k in ("synth", "distill")):
+        return "settings not recorded or not a preset"
+    for section, values in preset.items():
+        recorded = config.get(section) or {}
+        if any(k in recorded and _differs(recorded[k], v) for k, v in values.items()):
+            return "made with other settings than the current preset"
+    return ""
+
+
+def run_record(run: Path) -> dict | None:
+    """A run folder's figure as the engine (result.json) or the app (status.json, config.yaml) left it: teacher,
+    student, method, student_acc, teacher_sha256, config; None without one."""
+    res = _read_json(run / "result.json")
+    status = _read_json(run / "status.json")
+    res = res if isinstance(res, dict) else {}
+    status = status if isinstance(status, dict) else {}
+    try:
+        cfg = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else None
+    except Exception:
+        cfg = None
+    cfg = cfg if isinstance(cfg, dict) else {}
+    if not res.get("teacher") and not (status and cfg):
+        return None
+    return {"teacher": res.get("teacher") or cfg.get("teacher"), "student": res.get("student") or cfg.get("student"),
+            "method": res.get("method") or cfg.get("method"),
+            "student_acc": res.get("student_acc", status.get("student_acc")),
+            "teacher_sha256": res.get("teacher_sha256") or status.get("teacher_sha256"), "config": cfg,
+            "minutes": cfg.get("budget_minutes")}
+
+
+def _run_figures(runs_dir: Path, out: dict) -> None:
+    """Figures of the run folders directly under `runs_dir` (the best run per method is kept later)."""
     if not runs_dir.is_dir():
-        return out
+        return
     for run in runs_dir.iterdir():
         if run.is_symlink() or not run.is_dir():
             continue
-        res = _read_json(run / "result.json") or {}
-        if not isinstance(res, dict) or not res.get("teacher"):
-            status = _read_json(run / "status.json")
-            if not isinstance(status, dict) or not (run / "config.yaml").is_file():
-                continue
-            try:
-                cfg = yaml.safe_load((run / "config.yaml").read_text()) or {}
-            except Exception:
-                continue
-            if not isinstance(cfg, dict):
-                continue
-            res = {"teacher": cfg.get("teacher"), "student": cfg.get("student"), "method": cfg.get("method"),
-                   "student_acc": status.get("student_acc")}
-        acc = res.get("student_acc")
-        if isinstance(acc, (int, float)) and res.get("student") and res.get("method"):
-            key = (str(res["teacher"]), str(res["student"]))
-            out.setdefault(key, []).append(Figure(str(res["method"]), float(acc), f"run {run.name}"))
-    return out
+        rec = run_record(run)
+        if rec is None or not isinstance(rec["student_acc"], (int, float)) or not rec["student"] or not rec["method"]:
+            continue
+        m = out.setdefault((str(rec["teacher"]), str(rec["student"])), Measured())
+        why = stale_reason(rec["teacher"], rec["teacher_sha256"], rec["method"], rec["config"])
+        if why:
+            m.left_out[why] = m.left_out.get(why, 0) + 1
+            continue
+        m.figures.append(Figure(str(rec["method"]), float(rec["student_acc"]), f"run {run.name}",
+                                minutes=rec["minutes"]))
 
 
-def _sweep_figures(roots) -> dict[tuple[str, str], list[Figure]]:
-    """From the results.json of `ifhe reproduce` sweeps: each variant's mean over its seeds."""
-    out: dict[tuple[str, str], list[Figure]] = {}
+def sweep_teacher_sha(data: dict, sweep_json: Path, teacher: str) -> str | None:
+    """The teacher checksum a whole sweep recorded (results.json or sweep.json: a string, or name -> sha256)."""
+    for doc in (data, _read_json(sweep_json) or {}):
+        sha = doc.get("teacher_sha256") if isinstance(doc, dict) else None
+        if isinstance(sha, dict):
+            sha = sha.get(teacher)
+        if sha:
+            return sha
+    return None
+
+
+def current_cells(cells: list, data: dict, sweep_json: Path) -> tuple[list, dict]:
+    """The cells of a sweep made with the zoo's teacher now and the current presets, and the others' reasons."""
+    kept, left_out = [], {}
+    for c in cells if isinstance(cells, list) else []:
+        if not isinstance(c, dict) or not isinstance(c.get("cell"), dict):
+            continue
+        cell = c["cell"]
+        sha = c.get("teacher_sha256") or sweep_teacher_sha(data, sweep_json, str(cell.get("teacher")))
+        why = stale_reason(cell.get("teacher"), sha, cell.get("variant"), c.get("config"))
+        if why:
+            left_out[why] = left_out.get(why, 0) + 1
+        else:
+            kept.append(c)
+    return kept, left_out
+
+
+def _sweep_figures(roots, out: dict) -> None:
+    """Each current variant of every `ifhe reproduce` sweep: its mean over seeds, with the sweep's own t interval
+    when every seed it analysed is current."""
     for label, path in find_sweeps(roots):
         data = _read_json(path)
         cells = data.get("cells") if isinstance(data, dict) else data
-        groups: dict[tuple[str, str, str], list[float]] = {}
-        for c in cells if isinstance(cells, list) else []:
-            if not isinstance(c, dict) or not isinstance(c.get("cell"), dict):
-                continue
+        kept, left_out = current_cells(cells, data if isinstance(data, dict) else {}, path.parent / "sweep.json")
+        analysed = {(v.get("pair"), v.get("variant")): v for v in (data.get("variants") or [])} \
+            if isinstance(data, dict) else {}
+        groups: dict[tuple, list] = {}
+        for c in kept:
             cell, acc = c["cell"], c.get("student_acc")
-            if isinstance(acc, (int, float)) and cell.get("teacher") and cell.get("student") and cell.get("variant"):
-                groups.setdefault((str(cell["teacher"]), str(cell["student"]), str(cell["variant"])), []).append(acc)
-        for (teacher, student, variant), accs in groups.items():
-            n = len(accs)
-            out.setdefault((teacher, student), []).append(
-                Figure(variant, sum(accs) / n, f"sweep {label}, {'mean of ' if n > 1 else ''}{n} seed{'s' * (n > 1)}"))
-    return out
+            if isinstance(acc, (int, float)) and cell.get("teacher") and cell.get("student"):
+                groups.setdefault((str(cell["teacher"]), str(cell["student"]), str(cell["variant"]),
+                                   c.get("pair")), []).append(c)
+        for (teacher, student, variant, pair), cs in groups.items():
+            m = out.setdefault((teacher, student), Measured())
+            m.figures.append(_variant_figure(variant, cs, analysed.get((pair, variant)), f"sweep {label}"))
+        for (teacher, student) in {(str(c["cell"].get("teacher")), str(c["cell"].get("student")))
+                                   for c in (cells if isinstance(cells, list) else []) if isinstance(c, dict)
+                                   and isinstance(c.get("cell"), dict)}:
+            m = out.setdefault((teacher, student), Measured())
+            for why, k in left_out.items():
+                m.left_out[why] = m.left_out.get(why, 0) + k
 
 
-def measured(runs_dir, result_roots=()) -> dict[tuple[str, str], list[Figure]]:
-    """Final student accuracies measured for each (teacher zoo name, student architecture): the best run per
-    method and every sweep variant, best first."""
-    found = _run_figures(Path(runs_dir))
-    for key, figs in _sweep_figures(result_roots).items():
-        found.setdefault(key, []).extend(figs)
-    out = {}
-    for key, figs in found.items():
+def _variant_figure(variant: str, cells: list, analysed: dict | None, source: str) -> Figure:
+    accs = [float(c["student_acc"]) for c in cells]
+    minutes = (cells[0].get("config") or {}).get("budget_minutes")
+    acc = (analysed or {}).get("student_acc") or {}
+    if analysed and analysed.get("n") == len(accs) and acc.get("low") is not None:
+        return Figure(variant, float(acc["estimate"]), source, len(accs), acc["low"], acc["high"], minutes)
+    if len(accs) > 1:   # some seeds left out: the interval of those kept (scipy only on this rare path)
+        from ifhe.stats import mean_interval
+        iv = mean_interval(accs)
+        return Figure(variant, iv.estimate, source, len(accs), iv.low, iv.high, minutes)
+    return Figure(variant, accs[0], source, 1, minutes=minutes)
+
+
+def measured(runs_dir, result_roots=()) -> dict[tuple[str, str], Measured]:
+    """Final student accuracies measured for each (teacher zoo name, student architecture) with the zoo's teacher
+    and the current presets: seeded sweeps first (with n and the interval), then single runs (a sweep's one seed,
+    or the best run folder per method); with the count of figures left out and why."""
+    found: dict[tuple[str, str], Measured] = {}
+    _run_figures(Path(runs_dir), found)
+    _sweep_figures(result_roots, found)
+    for m in found.values():
         best_runs: dict[str, Figure] = {}
         sweeps = []
-        for f in figs:
+        for f in m.figures:
             if f.source.startswith("run "):
                 if f.method not in best_runs or f.student_acc > best_runs[f.method].student_acc:
                     best_runs[f.method] = f
             else:
                 sweeps.append(f)
-        out[key] = sorted(list(best_runs.values()) + sweeps, key=lambda f: -f.student_acc)
-    return out
+        m.figures = sorted(list(best_runs.values()) + sweeps, key=lambda f: (f.n < 2, -f.student_acc))
+    return found

@@ -234,9 +234,10 @@ def _pair_label(pair: catalog.Pair, figures: dict) -> str:
     text = f"{pair.title} · {pair.teacher}" + (f" ({acc:.1f}% test)" if acc is not None else "")
     if pair.paper:
         text += " · the paper's pair"
-    best = figures.get((pair.teacher, pair.student))
-    if best:
-        text += f" · measured: {best[0].method} {best[0].student_acc:.1f}%"
+    m = figures.get((pair.teacher, pair.student))
+    if m and m.figures:
+        best = m.figures[0]
+        text += f" · measured: {best.method} {best.student_acc:.1f}%" + (f" ({best.n} seeds)" if best.n > 1 else "")
     return text
 
 
@@ -279,15 +280,26 @@ def teacher_picker() -> None:
                 f"appears here:")
         st.code(catalog.train_command(pair.teacher_arch, ss["dataset"]), language="bash")
     elif pair is not None:
-        figs = figures.get((pair.teacher, pair.student))
-        if figs:
-            st.caption("Measured for this pair (final student top-1 on the real test set): " + " · ".join(
-                f"{f.method} {f.student_acc:.1f}% ({f.source})" for f in figs[:6]))
-        else:
-            st.caption("No finished run of this pair with a test accuracy yet (runs folder, `results/`).")
+        measured_caption(figures.get((pair.teacher, pair.student)))
     if current == catalog.UPLOAD:
         _upload_teacher()
         st.selectbox("Student", catalog.ARCHITECTURES, key="student", format_func=catalog.arch_label)
+
+
+def measured_caption(m) -> None:
+    """What was measured for a pair with this teacher and the current presets (seeded sweeps first), and what was
+    left out."""
+    left = sum(m.left_out.values()) if m else 0
+    why = (f" Left out: {left} older figure{'s' * (left > 1)} (" + "; ".join(
+        f"{why}: {k}" for why, k in m.left_out.items()) + ").") if left else ""
+    if m and m.figures:
+        st.caption("Measured for this pair with this teacher (sha256 "
+                   f"{(catalog.teacher_checksum(st.session_state.get('teacher')) or '')[:12]}) and the current "
+                   "presets, final student top-1 on the real test set, 95% t interval over seeds: "
+                   + " · ".join(f.text() for f in m.figures[:6]) + "." + why)
+    else:
+        st.caption("No finished run of this pair with this teacher and the current presets yet (runs folder, "
+                   "`results/`)." + why)
 
 
 def _upload_teacher() -> None:

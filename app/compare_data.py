@@ -6,13 +6,15 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
+from pathlib import Path
+
 from ifhe import paper
 from ifhe.catalog import teacher_info
-from ifhe.sweep_stats import load_results
+from ifhe.sweep_stats import analyze, load_results
 from ifhe.sweep_report import machine_statement
 
-from .catalog import arch_label
-from .runs import RunInfo
+from .catalog import arch_label, current_cells, run_record, stale_reason
+from .runs import RunInfo, find_sweeps
 
 
 def runs_frame(runs: list[RunInfo]):
@@ -39,12 +41,19 @@ def alpha_points(runs: list[RunInfo]) -> dict[str, list[tuple[float, float]]]:
     return {pair: sorted(d.items()) for pair, d in best.items()}
 
 
+def current_run(run: RunInfo) -> bool:
+    """Whether a run's figure is of the zoo's teacher now and its method's current preset (`catalog.stale_reason`)."""
+    rec = run_record(run.path) or {}
+    return not stale_reason(run.teacher, rec.get("teacher_sha256"), run.method, run.config)
+
+
 def measured_table(runs: list[RunInfo], dataset: str):
-    """Rows like the paper's (Teacher, then methods), one column per teacher/student pair we ran."""
+    """Rows like the paper's (Teacher, then methods), one column per teacher/student pair we ran with the zoo's
+    teacher and the current presets."""
     cells: dict[str, dict[str, float]] = {}
     teachers: dict[str, float] = {}
     for r in runs:
-        if r.final_acc is None or _dataset(r) != dataset:
+        if r.final_acc is None or _dataset(r) != dataset or not current_run(r):
             continue
         label = next((row for row, m in paper.ROW_METHOD.items() if m == r.method), None)
         if label is None:
@@ -70,8 +79,34 @@ BANDS = {"min–max over seeds": ("min", "max"), "95% t interval of the mean": (
 
 
 def read_sweep_results(path) -> dict:
-    """results.json of a sweep (older ones, a bare list of cells, are analysed on reading)."""
-    return load_results(path)
+    """results.json of a sweep (older ones, a bare list of cells, are analysed on reading), with only the cells made
+    with the zoo's teacher now and the current presets (the others counted by reason under "left_out"; the sweep
+    analysed again over the kept ones when some were left out)."""
+    res = load_results(path)
+    kept, left_out = current_cells(res.get("cells"), res, Path(path).parent / "sweep.json")
+    if left_out:
+        planned = [c for c in res.get("missing") or []]
+        comparisons = [tuple(c) for c in res.get("comparisons") or []] or None
+        res = {**res, **analyze(kept, res.get("budget_minutes"), comparisons, allow_mixed=True, planned=planned),
+               "cells": kept} if kept else {**res, "variants": [], "paired": [], "curves": [], "cells": []}
+    return {**res, "left_out": left_out}
+
+
+def current_sweeps(roots) -> tuple[list[tuple[str, Path]], list[str]]:
+    """The sweeps holding a cell of the zoo's teacher now and the current presets, and those left out (in words)."""
+    kept, out = [], []
+    for label, path in find_sweeps(roots):
+        try:
+            res = load_results(path)
+        except Exception:  # listed, so that the page says what is wrong with it
+            kept.append((label, path))
+            continue
+        cells, left_out = current_cells(res.get("cells"), res, Path(path).parent / "sweep.json")
+        if cells:
+            kept.append((label, path))
+        else:
+            out.append(f"{label} ({'; '.join(f'{k} cell(s): {why}' for why, k in left_out.items()) or 'no cells'})")
+    return kept, out
 
 
 def _f(x):

@@ -103,6 +103,7 @@ class Job:
         self._last_bank = 0.0
         self._step_times: list[float] = []  # wall times of this round's synthesis steps (for it_per_s)
         self._submitted = time.perf_counter()
+        self._teacher_sha = None      # the checksum of the teacher the run loaded (status.json records it)
         self._snap = Snapshot(kind=kind, method=cfg.method, out_dir=str(self.out), run_name=self.out.name,
                               rounds=cfg.rounds, iterations=cfg.synth.iterations,
                               kd_steps_per_round=cfg.distill.steps_per_round,
@@ -208,6 +209,7 @@ class Job:
             self._mark("test set")
             run = Run(self.cfg, self.out, teacher=self._teacher, test_set=test_set)
             self._mark("run built")
+            self._teacher_sha = (getattr(run.teacher, "zoo_entry", None) or {}).get("sha256")
             self._update(note=note, head_training=run.head_training())
             with self._cond:
                 self.run = run
@@ -422,7 +424,7 @@ class Job:
             status = {"state": s.state, "message": s.message, "kind": s.kind, "method": s.method,
                       "student_acc": s.student_acc, "head_acc": s.head_acc, "bank_size": s.bank_size,
                       "kd_steps": s.kd_steps, "rounds_done": s.round, "elapsed_s": round(s.elapsed_s, 2),
-                      "started_at": s.started_at}
+                      "started_at": s.started_at, "teacher_sha256": self._teacher_sha}
             if self.out.is_dir():
                 (self.out / "status.json").write_text(json.dumps(status, indent=1))
         except OSError:

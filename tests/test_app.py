@@ -429,21 +429,43 @@ def test_pair_picker_both_teacher_families_and_the_papers_pairs(env):
 
 
 def test_pair_picker_shows_what_was_measured_for_a_pair(env, tmp_path, monkeypatch):
-    run = env / "finished-ifhe"
-    run.mkdir(parents=True)
-    (run / "result.json").write_text(json.dumps({"final": True, "teacher": TEACHER, "student": "wrn16_1",
-                                                 "method": "ifhe", "student_acc": 58.25}))
+    """Figures of this teacher (its checksum) and the current presets only: seeded sweeps first with n and the
+    interval, a single run marked as one run; a figure of another teacher checksum, of none recorded, or of other
+    settings never."""
+    from ifhe.config import dump_yaml, make_config
+    from ifhe.stats import mean_interval
+
+    def run(name, acc, sha, **synth):
+        folder = env / name
+        folder.mkdir(parents=True)
+        (folder / "config.yaml").write_text(dump_yaml(make_config("ifhe", "cpu", synth, teacher=TEACHER)))
+        (folder / "result.json").write_text(json.dumps({"final": True, "teacher": TEACHER, "student": "wrn16_1",
+                                                        "method": "ifhe", "student_acc": acc,
+                                                        **({"teacher_sha256": sha} if sha else {})}))
+    run("finished-ifhe", 58.25, current_sha())
+    run("other-teacher", 77.0, "f" * 64)          # a stale cell: made with another teacher checksum
+    run("no-checksum", 66.0, None)                # which teacher: not recorded
+    run("other-settings", 71.0, current_sha(), alpha=2.0)
     (env / "broken").mkdir()
     (env / "broken" / "result.json").write_text("{not json")
     results = tmp_path / "results"
     monkeypatch.setenv("IFHE_APP_RESULTS", str(results))
-    _fake_sweep(results / "sweep-a", {"cmi": [50.0, 54.0]}, teacher=TEACHER)
+    _fake_sweep(results / "sweep-a", {"cmi": [50.0, 54.0]})
+    _fake_sweep(results / "stale", {"ifhe": [88.0, 89.0]}, sha="e" * 64)
+    _fake_sweep(results / "reference", {"cmi": [80.0]}, synth={"iterations": 200})
     at = new_app()
     no_exceptions(at)
     label = next(o for o in at.selectbox(key="pair").options if o.startswith("WRN16-1 → WRN16-1"))
-    assert "measured: ifhe 58.2%" in label
+    assert "measured: cmi 52.0% (2 seeds)" in label
     page = texts(at)
-    assert "ifhe 58.2% (run finished-ifhe)" in page and "cmi 52.0% (sweep results/sweep-a, mean of 2 seeds)" in page
+    iv = mean_interval([50.0, 54.0])
+    seeded = f"cmi 52.0% [{iv.low:.1f}, {iv.high:.1f}] (sweep results/sweep-a, 2 seeds, 10 min)"
+    single = "ifhe 58.2% (one run: run finished-ifhe)"
+    assert seeded in page and single in page and page.index(seeded) < page.index(single)
+    for stale in ("77.0", "66.0", "71.0", "88.0", "88.5", "80.0"):
+        assert f"{stale}%" not in page, stale
+    assert "Left out: 6 older figures" in page and "made with another version of the teacher: 3" in page
+    assert "the teacher's checksum was not recorded: 1" in page and "other settings than the current preset: 2" in page
     at.selectbox(key="pair").set_value(f"zoo:{TEACHER}:wrn40_1").run()
     assert "No finished run of this pair" in texts(at)
 
@@ -616,7 +638,7 @@ def _fake_run(base: Path, name: str, method: str, alpha=None, accs=(), n_images=
     (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     if accs:
         (out / "status.json").write_text(json.dumps({"state": "finished", "student_acc": accs[-1],
-                                                     "head_acc": accs[-1] - 1}))
+                                                     "head_acc": accs[-1] - 1, "teacher_sha256": current_sha()}))
     if n_images:
         g = torch.Generator().manual_seed(len(name))
         ImageBank(out / "bank").add(torch.randint(0, 256, (n_images, 3, 32, 32), dtype=torch.uint8, generator=g),
@@ -932,7 +954,7 @@ def test_compare_page(env, tmp_path, monkeypatch):
     at.switch_page("views/compare.py").run()
     no_exceptions(at)
     assert at.title[0].value == "Compare"
-    assert "No sweep yet" in texts(at)
+    assert "No sweep of this teacher and the current presets yet" in texts(at)
     frames = [d.value for d in at.dataframe]
     summary = next(f for f in frames if "run" in f.columns)
     assert set(summary["run"]) == {"ifhe-a0", "ifhe-a05", "cmi"}
@@ -949,17 +971,35 @@ def test_compare_page(env, tmp_path, monkeypatch):
     assert pts["WRN16-1/WRN16-1"] == [(0.0, 55.0), (0.5, 58.0)]
 
 
-def _fake_sweep(folder: Path, accs: dict[str, list[float]], legacy: bool = False,
-                teacher: str = "cifar10_wrn16_2") -> list[dict]:
-    """A sweep folder as `ifhe reproduce` leaves it (results.json), for variants x seeds, without running."""
+def current_sha(teacher: str = TEACHER) -> str:
+    return zoo_catalog.read_manifest()[teacher]["sha256"]
+
+
+def _preset_config(variant: str, **over) -> dict:
+    """A cell's recorded config: the variant's current preset (as `ifhe reproduce` records it)."""
+    from ifhe.config import make_config, to_dict
+    from ifhe.methods import variants
+    method, synth = variants()[variant]
+    return to_dict(make_config(method, "cpu", synth=synth, **over))
+
+
+def _fake_sweep(folder: Path, accs: dict[str, list[float]], legacy: bool = False, teacher: str = TEACHER,
+                sha: str | None = "current", synth: dict | None = None) -> list[dict]:
+    """A sweep folder as `ifhe reproduce` leaves it (results.json), for variants x seeds, without running; its
+    cells record the teacher's checksum (`sha`: "current" the zoo's, None none) and the variant's preset."""
     from ifhe.fileio import json_safe
     from ifhe.sweep_stats import analyze
     pair = f"{teacher}-wrn16_1"
     cal = {"step_s": 0.8, "wall_s": 0.8, "threads": 1, "clock": "cpu per thread"}
+    sha = current_sha(teacher) if sha == "current" else sha
+    config = {v: _preset_config(v, teacher=teacher, threads=1, budget_minutes=10.0) for v in accs}
+    for c in config.values():
+        c["synth"].update(synth or {})
     cells = [{"cell": {"teacher": teacher, "student": "wrn16_1", "variant": v, "seed": i},
               "id": f"{pair}/{v}/seed{i}", "pair": pair, "variant": v, "seed": i, "student_acc": a,
               "head_acc": 80.0, "rounds": 10, "kd_steps": 500, "bank_size": 640, "elapsed_s": 600.0,
-              "config": {"threads": 1, "budget_minutes": 10.0}, "final_test_images": 10000,
+              **({"teacher_sha256": sha} if sha else {}),
+              "config": config[v], "final_test_images": 10000,
               "curve": [{"elapsed_s": t, "student_acc": a * t / 600} for t in (60.0, 300.0, 600.0)],
               "machine": None if legacy else {"cpu_model": "Test CPU", "logical_cores": 2},
               "calibration": None if legacy else cal}
@@ -977,6 +1017,8 @@ def test_compare_page_sweeps_with_intervals_paired_differences_and_bands(env, tm
     cmi, ifhe = [50.0, 53.0, 55.0], [56.0, 58.0, 62.0]
     _fake_sweep(results / "sweep-a", {"cmi": cmi, "ifhe": ifhe})
     _fake_sweep(results / "old", {"cmi": [40.0], "ifhe": [45.0]}, legacy=True)  # a results.json from before
+    _fake_sweep(results / "stale", {"cmi": [90.0]}, sha="0" * 64)     # made with another teacher: left out
+    _fake_sweep(results / "unknown", {"cmi": [91.0]}, sha=None)       # which teacher, not recorded: left out
     (results / "sweep-a" / "runs" / "x").mkdir(parents=True)  # run folders are not searched
     (results / "sweep-a" / "runs" / "x" / "results.json").write_text("[]")
     (results / "gpu").mkdir()
@@ -985,6 +1027,8 @@ def test_compare_page_sweeps_with_intervals_paired_differences_and_bands(env, tm
     at.switch_page("views/compare.py").run()
     no_exceptions(at)
     assert at.selectbox(key="sw_pick").options == ["results/old", "results/sweep-a"]
+    assert "results/stale (1 cell(s): made with another version of the teacher)" in texts(at)
+    assert "results/unknown (1 cell(s): the teacher's checksum was not recorded)" in texts(at)
     at.selectbox(key="sw_pick").set_value("results/sweep-a").run()
     no_exceptions(at)
     assert "Test CPU" in texts(at) and "0.800 s" in texts(at)

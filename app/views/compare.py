@@ -5,10 +5,10 @@ import streamlit as st
 
 from ifhe import paper
 from app import figures
-from app.compare_data import (BANDS, alpha_points, bands_figure, machine_text, means_figure, measured_table,
-                               paired_frame, read_sweep_results, runs_frame, variants_frame)
+from app.compare_data import (BANDS, alpha_points, bands_figure, current_sweeps, machine_text, means_figure,
+                               measured_table, paired_frame, read_sweep_results, runs_frame, variants_frame)
 from app.jobs import registry
-from app.runs import config_diff, find_sweeps, list_runs, results_dir
+from app.runs import config_diff, list_runs, results_dir
 
 st.title("Compare")
 reg = registry()
@@ -19,9 +19,12 @@ tab_sweeps, tab_runs, tab_alpha, tab_paper = st.tabs(["Sweeps over seeds", "Runs
                                                       "Paper vs ours"])
 
 with tab_sweeps:
-    sweeps = find_sweeps([reg.base_dir, results_dir()])
+    sweeps, stale = current_sweeps([reg.base_dir, results_dir()])
+    if stale:
+        st.caption("Left out, as not made with the zoo's teacher now and the current presets (or not recording "
+                   "which teacher): " + "; ".join(stale) + ". Sweeps record the teacher's sha256 in every cell.")
     if not sweeps:
-        st.info("No sweep yet. `ifhe reproduce` runs methods under equal budgets over several seeds and writes "
+        st.info("No sweep of this teacher and the current presets yet. `ifhe reproduce` runs methods under equal budgets over several seeds and writes "
                 "`results.json` into its --out folder; folders under the runs folder or `results/` appear here:")
         st.code("ifhe reproduce --table cifar10 --methods deepinversion cmi ifhe --budget-minutes 20 --seeds 3 \\\n"
                 "    --threads 1 --jobs 2 --compare ifhe:cmi --out results/sweep-a", language="bash")
@@ -43,6 +46,9 @@ with tab_sweeps:
             st.markdown(machine_text(res))
             if res.get("missing"):
                 st.warning(f"{len(res['missing'])} cell(s) of this sweep are not finished yet and not included.")
+            if res.get("left_out"):
+                st.warning("Left out of this sweep: " + "; ".join(f"{k} cell(s): {why}"
+                                                                  for why, k in res["left_out"].items()) + ".")
             a, b = st.columns([3, 2])
             with a:
                 st.markdown("**Student top-1 per variant: mean over seeds, standard deviation, 95% t interval**")
@@ -133,7 +139,8 @@ with tab_paper:
         st.dataframe({"method": list(paper.ORTHOGONALITY), "acc": list(paper.ORTHOGONALITY.values())},
                      hide_index=True, key="paper_orth")
     with b:
-        st.markdown("**Ours, measured (best run per cell; Teacher: the zoo's test accuracy)**")
+        st.markdown("**Ours, measured (best run per cell, with the zoo's teacher now and the current presets; "
+                    "Teacher: the zoo's test accuracy)**")
         table = measured_table(runs, ds)
         if table is None:
             st.info("No finished run with a test accuracy yet for this dataset.")

@@ -137,9 +137,11 @@ def shipped_section() -> None:
 
 # ---- the user's banks ------------------------------------------------------------------------------------------
 
-def pick_banks(runs) -> tuple[dict, list[str]]:
-    """A run picker per method (largest bank first) and the methods without a bank."""
+def pick_banks(runs, teacher: str | None) -> tuple[dict, list[str]]:
+    """A run picker per method (largest bank first; runs of the session's teacher, a comparison is of one teacher)
+    and the methods without a bank."""
     chosen, missing, size = {}, [], FV.small_bank()
+    runs = [r for r in runs if not teacher or r.teacher == teacher]
     cols = st.columns(len(FV.MAP_METHODS))
     for col, method in zip(cols, FV.MAP_METHODS):
         label = METHOD_LABELS[method]
@@ -162,7 +164,8 @@ def pick_banks(runs) -> tuple[dict, list[str]]:
 def view_controls(teacher_ref, has_data: bool, shipped) -> tuple:
     """Stage, labels, window, n, real images, the shipped banks beside: (stage, n, real, labels, window), beside."""
     c = st.columns(3)
-    stage = c[0].selectbox("Stage", FV.stage_options(teacher_ref), index=0, key="fm_stage", format_func=stage_name,
+    stage = c[0].selectbox("Primary stage", FV.stage_options(teacher_ref), index=0, key="fm_stage",
+                           format_func=stage_name,
                            help="the primary stage of the verdicts: one h does not read (h's input is measured "
                                 "beside it)")
     labels = c[0].radio("Label synthesized images by", LABELINGS, key="fm_labels", horizontal=True,
@@ -203,7 +206,7 @@ def your_banks() -> None:
     runs = FV.runs_with_banks(reg.base_dir)
     has_data, data_msg = data_status(ss["dataset"])
     shipped, _ = FV.shipped()
-    chosen, missing = pick_banks(runs)
+    chosen, missing = pick_banks(runs, FV.session_teacher())
     teacher_ref = next((r.teacher for r in chosen.values() if getattr(r, "teacher", None)), None) \
         or FV.session_teacher()
     view, beside = view_controls(teacher_ref, has_data, shipped)

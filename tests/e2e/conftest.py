@@ -8,6 +8,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
 from app_server import CHROMIUM, CHROMIUM_ARGS, Server, publish_test_teacher  # noqa: E402
 
@@ -24,14 +25,28 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
 
 
+TINY_BANKS = '{"batch": 16, "rounds": 2, "iterations": 2}'   # the page's small banks, in seconds
+
+
+def shipped_comparison(root: Path, data: Path) -> Path:
+    """A tiny committed comparison of the server's tiny teacher (tools/ship_banks.py over tiny runs)."""
+    from features_fixture import make_shipped
+    from ifhe import catalog
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(catalog, "PRETRAINED_DIR", root / "pretrained")
+        return make_shipped(root / "shipped" / "feature-banks", "tiny_wrn16_1", data, root / "shipped")
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """The app on a free port with two tiny random teachers (WRN-16-1, VGG11-BN) as the shipped ones; one job slot."""
+def server(tmp_path_factory, synthetic_cifar):
+    """The app on a free port with two tiny random teachers (WRN-16-1, VGG11-BN) as the shipped ones, a tiny committed
+    feature comparison, tiny small banks; one job slot."""
     root = tmp_path_factory.mktemp("e2e")
     publish_test_teacher(root / "pretrained")
     publish_test_teacher(root / "pretrained", "tiny_vgg11_bn", "vgg11_bn", accuracy=9.0)  # the other family
     env = {"IFHE_PRETRAINED": str(root / "pretrained"), "IFHE_APP_RUNS": str(root / "runs"),
-           "IFHE_APP_MAX_JOBS": "1", "IFHE_APP_THREADS": "1"}  # the default on 2 cores: one core stays free
+           "IFHE_APP_MAX_JOBS": "1", "IFHE_APP_THREADS": "1",  # the default on 2 cores: one core stays free
+           "IFHE_APP_SHIPPED": str(shipped_comparison(root, synthetic_cifar)), "IFHE_APP_SMALL_BANK": TINY_BANKS}
     with Server(env, log=root / "server.log") as s:
         s.root = root
         yield s
