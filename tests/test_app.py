@@ -367,6 +367,8 @@ _QUICK_EXIT = """
 import os, sys, time
 sys.path.insert(0, {root!r})
 from streamlit.testing.v1 import AppTest
+import app.warmup
+app.warmup.WARM_UP_DELAY_S = 1.0   # the print below comes before the warm-up imports torch
 at = AppTest.from_file({app!r}, default_timeout=60).run()
 assert not at.exception, at.exception
 print("torch imported by the first page:", "torch" in sys.modules, flush=True)
