@@ -3,6 +3,8 @@ asserted).
 
     python bench/bench_app.py [--repeats 3] [--windows 2]
     python bench/bench_app.py --first-page 5          # the first page alone, without a browser (AppTest)
+    python bench/bench_app.py --first-start 3         # the first Start of fresh servers, 1 s and 3 s after the page
+    python bench/bench_app.py --feature-page results/shipped/feature-banks --repeats 3   # the committed comparison
 
 - First page: seconds from the server answering its health check to the Synthesize page's Start button in
   headless Chromium (the browser is launched before the server, so its own start-up is not counted).
@@ -392,6 +394,83 @@ def in_the_browser(a, threads: int) -> None:
         print(f"{name:{w}s}  {value:>30s}  {target}")
 
 
+def first_starts(repeats: int, read_s: list[float]) -> None:
+    """The first Start of a fresh server: for each reading time (seconds between the Start button appearing and
+    the click), `repeats` fresh servers; first page, Start -> first grid of the server's first run, and of a second
+    run (each on the same teacher, IFHE at the app's batch)."""
+    b = Bench(argparse.Namespace(repeats=1), app_threads())
+    print(f"{machine()}; teacher {b.teacher()}; load average (1 min) {os.getloadavg()[0]:.2f}")
+    rows = {r: [] for r in read_s}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        for rep in range(repeats):
+            for r in read_s:
+                page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+                with Server({**b.env, "IFHE_APP_RUNS": str(b.tmp / f"runs-{rep}-{r}")}) as server:
+                    load = OtherLoad().start()
+                    t0 = time.perf_counter()
+                    page.goto(server.url)
+                    button(page, "Start").wait_for(timeout=60_000)
+                    first_page_s = time.perf_counter() - t0
+                    page.wait_for_timeout(r * 1000)
+                    starts = []
+                    for _ in range(2):
+                        t0 = time.perf_counter()
+                        button(page, "Start").click()
+                        page.locator(GRID).first.wait_for(timeout=60_000)
+                        starts.append(time.perf_counter() - t0)
+                        button(page, "Reset").click()
+                        page.wait_for_timeout(1500)
+                    rows[r].append((first_page_s, *starts, load.stop()))
+                page.context.close()
+        browser.close()
+    for r, xs in rows.items():
+        med = [statistics.median(x[i] for x in xs) for i in range(4)]
+        print(f"read {r:g} s: first page {med[0]:.2f} s · Start -> first grid, first run {med[1]:.2f} s "
+              f"(each: {', '.join(f'{x[1]:.2f}' for x in xs)}) · second run {med[2]:.2f} s · other load "
+              f"{med[3]:.2f} cores (median of {len(xs)} fresh servers)")
+
+
+def feature_page(shipped: str, repeats: int) -> None:
+    """The Feature space page of a fresh server opened right after the first page (the warm-up still importing
+    torch) and again once warm: seconds from the click to the committed comparison's maps (every panel) and a
+    table on screen."""
+    import re
+    print(f"{machine()}; comparison {shipped}; load average (1 min) {os.getloadavg()[0]:.2f}")
+    tmp = Path(tempfile.mkdtemp(prefix="bench_app_"))
+    env = {"IFHE_APP_RUNS": str(tmp / "runs"), "IFHE_APP_SHIPPED": shipped}
+    names = None
+    out = {"cold": [], "warm": []}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        for _ in range(repeats):
+            with Server(env) as server:
+                for kind in ("cold", "warm"):
+                    page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+                    page.goto(server.url)
+                    button(page, "Start").wait_for(timeout=60_000)
+                    if kind == "warm":
+                        page.wait_for_timeout(8000)
+                    t0 = time.perf_counter()
+                    page.get_by_role("link", name="Feature space").click()
+                    main_block(page).get_by_text(re.compile(r"^shipped comparison:")).wait_for(timeout=60_000)
+                    if names is None:
+                        from ifhe.feature_banks import load_comparison
+                        r = load_comparison(shipped).report
+                        names = [s.name for s in r.sets if s.name == "real" or s.seed in (None, 0)]
+                    charts = main_block(page).get_by_test_id("stPlotlyChart")
+                    for i in (0, 1):
+                        for name in names:
+                            charts.nth(i).get_by_text(name, exact=True).wait_for(timeout=60_000)
+                    main_block(page).locator('[data-testid="stDataFrame"]:visible').first.wait_for(timeout=60_000)
+                    out[kind].append(time.perf_counter() - t0)
+                    page.context.close()
+        browser.close()
+    for kind, xs in out.items():
+        print(f"Feature space, shipped maps and table on screen after the click ({kind}): "
+              f"{statistics.median(xs):.2f} s (each: {', '.join(f'{x:.2f}' for x in xs)})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3, help="Start -> first grid repeats")
@@ -402,6 +481,12 @@ def main() -> None:
     ap.add_argument("--first-page", type=int, metavar="N",
                     help="only the first page without a browser: N fresh processes each draw it with Streamlit's "
                          "AppTest (no warm-up), timed, and whether torch was imported before it was drawn")
+    ap.add_argument("--first-start", type=int, metavar="N",
+                    help="only the first Start of N fresh servers per reading time (--read-s), in the browser")
+    ap.add_argument("--read-s", type=float, nargs="+", default=[1.0, 3.0],
+                    help="seconds between the Start button appearing and the click (--first-start)")
+    ap.add_argument("--feature-page", metavar="DIR", help="only the Feature space page on the committed comparison "
+                                                          "in DIR (results/shipped/feature-banks), --repeats times")
     ap.add_argument("--inproc", choices=("engine", "job"), help=argparse.SUPPRESS)
     ap.add_argument("--root", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -410,6 +495,10 @@ def main() -> None:
         inproc(a.inproc, a.windows, threads, a.root)
     elif a.first_page:
         first_page(a.first_page)
+    elif a.first_start:
+        first_starts(a.first_start, a.read_s)
+    elif a.feature_page:
+        feature_page(a.feature_page, a.repeats)
     else:
         in_the_browser(a, threads)
 
