@@ -16,15 +16,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from ifhe.bank import count_images
 from ifhe.catalog import teacher_info
 from ifhe.errors import IfheError
 from ifhe.feature_banks import Shipped, available, load_comparison
-from ifhe.feature_view import hover_script
-from ifhe.heads import H_STAGE, PRETRAINED_HEAD
+from ifhe.feature_view import H_STAGE, hover_script
 from ifhe.methods import METHOD_LABELS
-from ifhe.models import create_model
-from ifhe.zoo import resolve_teacher
 
 from . import common
 from .forms import build_config, form_defaults
@@ -32,8 +28,9 @@ from .jobs import JobLimitError, registry, repo_root
 from .runs import list_runs
 from .snapshot import class_names
 
-# ifhe.features brings the analysis stack (scikit-learn, scipy, openTSNE: about 1.4 s to import): it is imported
-# where a report is computed, so the page draws the committed comparison and its controls without waiting for it
+# The page draws the committed comparison first, without torch (2-3 s to import; the warm-up may be importing it
+# when the page opens) or the analysis stack (scikit-learn, scipy, openTSNE: about 1.4 s): the engine's modules that
+# bring them (ifhe.bank, ifhe.models, ifhe.zoo, ifhe.heads, ifhe.features) are imported where the user's banks use them
 
 MAP_METHODS = ("deepinversion", "cmi", "ifhe")
 DEFAULT_N = 1000              # images per set, as `ifhe features`; the smallest set lowers it (the page says so)
@@ -110,6 +107,7 @@ class BankRef:
 
     @classmethod
     def from_dir(cls, bank_dir: Path) -> "BankRef":
+        from ifhe.bank import count_images
         if not any(Path(bank_dir).glob("manifest_r*.json")):
             raise IfheError(f"{bank_dir.name}: no image bank there (no manifest_r*.json)")
         try:
@@ -171,6 +169,7 @@ def spec(chosen: dict, stage: str, n: int, use_real: bool, labels: str = "target
 def stage_options(teacher_ref: str | None) -> tuple[str, ...]:
     """The teacher's stages, the primary one (not read by h) first, then h's input (read from its architecture,
     no weights loaded)."""
+    from ifhe.models import create_model
     arch = teacher_info(teacher_ref).get("arch") if teacher_ref else None
     try:
         stages = tuple(create_model(arch, 10).stages) if arch else ()
@@ -219,6 +218,7 @@ def feature_report(spec: tuple, cache_dir: str):
 
 def _measure(spec: tuple, cache_dir: str):
     from ifhe.features import bank_set, feature_report as measure, h_stages_of, real_set
+    from ifhe.zoo import resolve_teacher
     teacher_ref, sets, stages, n, use_real, labels, window = spec
     teacher = resolve_teacher(teacher_ref)
     images, configs = [], []
@@ -236,6 +236,7 @@ def _measure(spec: tuple, cache_dir: str):
 
 def small_bank_config(method: str):
     """A short synthesis-only run of `method` with the session's teacher (see SMALL_BANK)."""
+    from ifhe.heads import PRETRAINED_HEAD
     ss, size = st.session_state, small_bank()
     values = {k: ss.get(k) for k in common.FORM_KEYS}
     values |= form_defaults(method) | {"method": method, "batch": size["batch"], "kd_between": False,

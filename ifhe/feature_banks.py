@@ -12,7 +12,8 @@ anything (`tools/ship_banks.py` writes it; the Feature space page and `ifhe feat
                         N images of the bank the report compared (equal N for every bank)
     real.npz            the real images compared (x, y, index in the test split)
 
-numpy, pandas and torch only (no analysis stack): the app reads it while its page draws.
+numpy and pandas only (no torch, no analysis stack): the app reads it while its page draws, whatever else the
+server is importing.
 """
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from .errors import IfheError
 from .feature_view import FeatureReport, ImageSet, SetInfo
@@ -223,6 +223,7 @@ def shipped_set(path: str | os.PathLike, name: str | None = None) -> tuple[Image
     rec = next((BankRecord(**b) for b in doc["banks"] if b["file"] == path.name), None)
     if rec is None:
         raise IfheError(f"{path}: not listed in {path.parent.parent / COMPARISON}")
+    import torch  # the one use of torch here: a committed bank beside others is measured by the teacher anyway
     x, y, rounds = read_images(path)
     config = {"teacher": doc["teacher"].get("name"), "method": rec.method, "seed": rec.seed,
               "synth": {"alpha": rec.alpha, "h_stages": doc["report"]["h_stages"]}}

@@ -37,8 +37,7 @@ from .feature_metrics import (FOLDS, K_NEIGHBOURS, METRICS, N_BOOT, N_ROUND_WIND
                               accuracy_interval, agreement_interval, channel_stats, draw, fixed_folds,
                               frechet_distance, out_of_fold, parse_window, rounds_span, run_rounds, set_metrics,
                               share_windows, standardize, window_indices, window_rule, within_class_distance)
-from .feature_view import LABELINGS, FeatureReport, Features, ImageSet, SetInfo  # noqa: F401 (ImageSet: callers')
-from .heads import H_STAGE
+from .feature_view import H_STAGE, LABELINGS, FeatureReport, Features, ImageSet, SetInfo  # noqa: F401 (ImageSet: callers')
 from .methods import METHOD_LABELS
 from .stats import Interval, mean_interval, paired_difference, verdict
 

@@ -2,8 +2,8 @@
 figures (plotly) and the hover thumbnails of its maps.
 
 numpy, pandas, plotly and PIL only: the app draws a committed comparison (`ifhe.feature_banks`) from here without
-the analysis stack (scikit-learn, scipy, openTSNE: about 1.4 s to import), which `ifhe.feature_report` brings to
-compute a report.
+torch (2-3 s to import, which the app's warm-up may be doing when the page opens) or the analysis stack
+(scikit-learn, scipy, openTSNE: about 1.4 s), which `ifhe.feature_report` brings to compute a report.
 """
 from __future__ import annotations
 
@@ -18,11 +18,10 @@ import plotly.graph_objects as go
 from PIL import Image
 from plotly.subplots import make_subplots
 
-from .data import CIFAR10_CLASSES
-from .heads import H_STAGE
 from .stats import Interval
 
 LABELINGS = ("target", "predicted")   # synthesized images by their target t (real: true class), or by prediction
+H_STAGE = "h"       # the pseudo-stage the feature report measures: h's input, the concatenation of the pooled stages
 
 
 @dataclass
@@ -81,7 +80,7 @@ class FeatureReport:
     fitted_on: str                        # real | synthesized
     notes: list[str] = field(default_factory=list)
     images: dict = field(default_factory=dict)   # set name -> the n sampled uint8 images (points' index)
-    classes: tuple[str, ...] = CIFAR10_CLASSES
+    classes: tuple[str, ...] = ()
     teacher: str = ""
     h_stages: tuple[str, ...] = ()
     n_boot: int = 200
@@ -233,8 +232,13 @@ def set_colour(names: list[str], name: str) -> str:
     return _SET_CYCLE[others.index(name) % len(_SET_CYCLE)]
 
 
+SVG_POINTS = 6000     # up to this many points a map is drawn as SVG: software WebGL (a browser without a GPU) takes
+                      # seconds to set up its contexts, SVG draws a few thousand points at once
+
+
 def _map_traces(fig, report: FeatureReport, pts, names: list[str], key: str, cols: int) -> None:
     n_cls = len(report.classes)
+    scatter = go.Scatter if len(pts[pts["set"].isin(names)]) <= SVG_POINTS else go.Scattergl
     for pos, name in enumerate(names):
         i = report.set_names.index(name)          # customdata's set number: the report's, whatever is shown
         sub = pts[pts["set"] == name]
@@ -242,7 +246,7 @@ def _map_traces(fig, report: FeatureReport, pts, names: list[str], key: str, col
             s = sub[sub[key] == c]
             if s.empty:
                 continue
-            fig.add_trace(go.Scattergl(
+            fig.add_trace(scatter(
                 x=s["x"], y=s["y"], mode="markers", marker=dict(size=4, color=PALETTE[c % 10], opacity=0.75),
                 name=class_name(report.classes, c), legendgroup=str(c), showlegend=pos == 0,
                 customdata=np.stack([s["index"], s["label"], s["confidence"], np.full(len(s), i), s["pred"]], 1),

@@ -24,9 +24,9 @@ from .data import load_split, to_unit
 from .errors import IfheError
 from .feature_banks import is_shipped_bank, shipped_set
 from .feature_report import compute_report
-from .feature_view import (PALETTE, FeatureReport, Features, ImageSet, hover_script, markdown, metrics_table,
+from .feature_view import (H_STAGE, PALETTE, FeatureReport, Features, ImageSet, hover_script, markdown, metrics_table,
                            plot_map, plot_rounds, report_header, seed_table, set_colour, verdict_table)
-from .heads import DEFAULT_STAGES, H_STAGE
+from .heads import DEFAULT_STAGES
 from .hooks import FeatureTap
 from .methods import METHOD_LABELS
 

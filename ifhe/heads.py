@@ -9,7 +9,6 @@ from .checkpoint import load_tensors, load_weights_into
 from .errors import IfheError
 
 DEFAULT_STAGES = ("block1", "block2", "block3")
-H_STAGE = "h"       # the pseudo-stage the feature report measures: h's input, the concatenation of the pooled stages
 
 
 class HeterogeneityHead(nn.Module):

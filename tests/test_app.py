@@ -895,7 +895,7 @@ def shipped(tiny_zoo, synthetic_cifar, tmp_path_factory):
 
 def test_feature_page_opens_on_the_shipped_comparison(env, shipped, monkeypatch):
     """The committed comparison is on screen at once: both maps across the page's width and the tables, labelled,
-    with nothing made or computed (no job, no chain, no analysis stack)."""
+    with nothing made or computed (no job, no chain) and nothing slow to import (no torch, no analysis stack)."""
     import subprocess
     monkeypatch.setenv("IFHE_APP_SHIPPED", str(shipped))
     at = new_app()
@@ -927,7 +927,7 @@ def test_feature_page_opens_on_the_shipped_comparison(env, shipped, monkeypatch)
     code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import app.features_data; "
             f"from ifhe.feature_banks import load_comparison; from ifhe import feature_view; "
             f"load_comparison({str(shipped)!r}); "
-            "print(sorted(m for m in ('sklearn', 'openTSNE', 'scipy') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'sklearn', 'openTSNE', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stderr[-2000:]
 

@@ -7,9 +7,8 @@ method over its seeds, each bank with its intervals over images, and the metrics
 import streamlit as st
 import streamlit.components.v1 as components
 
-from ifhe.feature_view import (LABELINGS, metrics_table, plot_map, plot_rounds, seed_table, stage_caveat,
+from ifhe.feature_view import (H_STAGE, LABELINGS, metrics_table, plot_map, plot_rounds, seed_table, stage_caveat,
                                verdict_table)
-from ifhe.heads import H_STAGE
 from ifhe.methods import METHOD_LABELS
 
 from app import common, features_data as FV
