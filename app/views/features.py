@@ -125,8 +125,10 @@ def shipped_section() -> None:
         st.info(why + " Make banks of your own below: one click makes the three and their map.")
         return
     st.markdown(f"**{shipped.label}**")
-    st.caption(f"Made by `{shipped.command}`" if shipped.command else "")
     with st.expander("Where the shipped banks come from"):
+        if shipped.command:
+            st.caption(f"Written by `{shipped.command}`" + (f" on {shipped.made.get('machine')}, "
+                                                            f"{shipped.made.get('when')}" if shipped.made else ""))
         st.dataframe([{"bank": b.name, "method": b.group, "seed": b.seed, "images": b.images,
                        "rounds used": b.rounds_used, "run's rounds": b.run_rounds, "budget (min)": b.budget_minutes,
                        "teacher sha256 (as the run recorded it)": (b.teacher_sha256 or "not recorded")[:12],
