@@ -91,6 +91,7 @@ class Job:
         self._cond = threading.Condition()
         self._paused = False
         self._stepping = False
+        self._holding = False         # the job thread waits in _gate: no step is in flight (what "paused" shows)
         self._step_budget = 0
         self._stop_requested = False
         self._export_requested = False
@@ -122,7 +123,7 @@ class Job:
                           kd_losses=list(s.kd_losses), accuracy=list(s.accuracy), class_counts=list(s.class_counts))
             if s.active:
                 out.elapsed_s = time.time() - s.started_at
-                if self._paused and not self._stepping and s.state == "running":
+                if self._holding and s.state == "running":
                     out.state = "paused"
             return out
 
@@ -259,31 +260,40 @@ class Job:
             events.close()
 
     def _gate(self, run) -> None:
-        """Block while paused (unless stepping or stopping); serve export requests in between."""
+        """Block while paused (unless stepping or stopping); serve export requests in between. The job counts
+        as paused only from here on: a step already in flight when Pause came finishes and is counted first."""
         with self._cond:
-            while True:
-                if self._export_requested:
-                    self._export_requested = False
-                    self._cond.release()
-                    try:
-                        self._export(run)
-                    finally:
-                        self._cond.acquire()
-                    continue
-                if not self._paused or self._stop_requested or self._stepping:
-                    return
-                if self._step_budget > 0:
-                    self._step_budget -= 1
-                    self._stepping = True
-                    return
-                if self._preview_serial > self._grid_serial:  # paused: show the batch as it stands now
-                    self._cond.release()
-                    try:
-                        self._compose(run)
-                    finally:
-                        self._cond.acquire()
-                    continue
-                self._cond.wait(timeout=1.0)
+            try:
+                self._hold(run)
+            finally:
+                self._holding = False
+
+    def _hold(self, run) -> None:
+        """The body of _gate (called with the lock held)."""
+        while True:
+            if self._export_requested:
+                self._export_requested = False
+                self._cond.release()
+                try:
+                    self._export(run)
+                finally:
+                    self._cond.acquire()
+                continue
+            if not self._paused or self._stop_requested or self._stepping:
+                return
+            if self._step_budget > 0:
+                self._step_budget -= 1
+                self._stepping = True
+                return
+            self._holding = True
+            if self._preview_serial > self._grid_serial:  # paused: show the batch as it stands now
+                self._cond.release()
+                try:
+                    self._compose(run)
+                finally:
+                    self._cond.acquire()
+                continue
+            self._cond.wait(timeout=1.0)
 
     def _export(self, run) -> None:
         from ifhe.zoo import save_model
