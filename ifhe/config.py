@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields, make_dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from .catalog import ARCHITECTURES
 from .errors import IfheError
 from .methods import METHOD_SPECS, METHODS
 from .terms import BY_WEIGHT, TERMS, WEIGHTS
@@ -243,7 +244,6 @@ class RunConfig:
             _positive_int("threads", self.threads)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise IfheError(f"seed must be an integer >= 0, got {self.seed!r}")
-        from .models import ARCHITECTURES
         if self.student not in ARCHITECTURES:
             raise IfheError(f"student: unknown architecture {self.student!r}; known: {', '.join(ARCHITECTURES)}")
         if self.teacher_arch is not None and self.teacher_arch not in ARCHITECTURES:
