@@ -10,7 +10,9 @@ anything (`tools/ship_banks.py` writes it; the Feature space page and `ifhe feat
                         index of the image in its set
     banks/<name>.npz    x: uint8 (N, 32, 32, 3), y: target class t, rounds: the round each image was made in; the
                         N images of the bank the report compared (equal N for every bank)
-    real.npz            the real images compared (x, y, index in the test split)
+    real.npz            which real test images were compared (y, index in the test split), never their pixels: the
+                        dataset is not ours to redistribute; the page shows them where the data is at hand
+                        ($IFHE_DATA/<dataset>-test.npz), and draws the maps and tables without them elsewhere
 
 numpy and pandas only (no torch, no analysis stack): the app reads it while its page draws, whatever else the
 server is importing.
@@ -132,8 +134,7 @@ def write_comparison(out: str | os.PathLike, report: FeatureReport, sets: dict[s
                                y=np.asarray(s.labels)[idx].astype(np.uint8), rounds=rounds.astype(np.int32))
         rec.images = len(idx)
     if "real" in report.images:
-        _save_npz(out / REAL, x=_hwc(report.images["real"]),
-                  y=np.asarray(sets["real"].labels)[report.sampled["real"]].astype(np.uint8),
+        _save_npz(out / REAL, y=np.asarray(sets["real"].labels)[report.sampled["real"]].astype(np.uint8),
                   index=np.asarray(real_index if real_index is not None else report.sampled["real"], np.int32))
     write_points(out / POINTS, report.points)
     doc = {"format": FORMAT, "teacher": teacher, "command": command, "window": report.window, "made": made or {},
@@ -188,6 +189,25 @@ def read_images(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return x, f["y"].astype(np.int64), (f["rounds"] if "rounds" in f else f["index"]).astype(np.int64)
 
 
+def real_images(path: Path, dataset: str, data: str | os.PathLike | None = None) -> np.ndarray | None:
+    """The real test images a comparison names (uint8 N x 3 x H x W), read from `data` or $IFHE_DATA's
+    `<dataset>-test.npz` when it is there and agrees with the recorded labels; None otherwise."""
+    root = data or os.environ.get("IFHE_DATA")
+    if not path.is_file() or not root:
+        return None
+    npz = Path(root) if Path(root).suffix == ".npz" else Path(root) / f"{dataset}-test.npz"
+    if not npz.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as f:
+        index, y = f["index"].astype(np.int64), f["y"].astype(np.int64)
+    with np.load(npz, allow_pickle=False) as f:
+        if len(index) and (index.min() < 0 or index.max() >= len(f["y"])):
+            return None
+        if not np.array_equal(f["y"][index].astype(np.int64), y):
+            return None   # another copy or split: its images would be the wrong ones
+        return np.ascontiguousarray(f["x"][index].transpose(0, 3, 1, 2))
+
+
 def load_comparison(folder: str | os.PathLike) -> Shipped:
     """A committed comparison, as its page shows it (IfheError when the folder does not hold a readable one)."""
     folder = Path(folder)
@@ -198,8 +218,9 @@ def load_comparison(folder: str | os.PathLike) -> Shipped:
         r = doc["report"]
         records = [BankRecord(**b) for b in doc["banks"]]
         images = {b.name: read_images(folder / BANKS / b.file)[0] for b in records}
-        if (folder / REAL).is_file():
-            images = {"real": read_images(folder / REAL)[0]} | images
+        real = real_images(folder / REAL, doc["teacher"].get("dataset") or "cifar10")
+        if real is not None:
+            images = {"real": real} | images
         report = FeatureReport(
             tuple(r["stages"]), r["labels"], int(r["n"]), [SetInfo(**s) for s in r["sets"]], _frame(r["metrics"]),
             read_points(folder / POINTS), _frame(r["rounds"]), r["fitted_on"], list(r["notes"]), images,

@@ -37,10 +37,11 @@ def shipped(teacher, synthetic_cifar, tmp_path_factory) -> Path:
     return make_shipped(root / "out", teacher, synthetic_cifar, root)
 
 
-def test_shipped_comparison_reads_back_as_computed(shipped, teacher):
+def test_shipped_comparison_reads_back_as_computed(shipped, teacher, synthetic_cifar, monkeypatch):
     from ifhe.checkpoint import sha256_file
     from ifhe.feature_view import metrics_table, seed_table, verdict_table
     assert available(shipped) and not available(shipped / "banks")
+    monkeypatch.setenv("IFHE_DATA", str(synthetic_cifar))
     s = load_comparison(shipped)
     doc = json.loads((shipped / "comparison.json").read_text())
     assert s.teacher["sha256"] == sha256_file(teacher) and s.teacher["name"] == "t.safetensors"
@@ -53,7 +54,7 @@ def test_shipped_comparison_reads_back_as_computed(shipped, teacher):
         assert (b.images, b.run_rounds, b.rounds_used) == (48, 4, "rounds 2–3 of 4")
         assert b.made_by.startswith("ifhe run --config") and b.sha256 == sha256_file(shipped / "banks" / b.file)
         assert r.images[b.name].shape == (48, 3, 32, 32) and r.images[b.name].dtype == np.uint8
-    assert r.images["real"].shape == (48, 3, 32, 32)
+    assert r.images["real"].shape == (48, 3, 32, 32)   # read from the data at hand, by the recorded indices
     m = r.metrics
     assert len(m) == 14 and m["knn"].dtype == float and set(m["group"]) == {"real", "DeepInversion", "CMI", "IFHE"}
     assert len(r.points) == 2 * 2 * 7 * 48 and set(r.points["map"]) == {"shared", "own"}
@@ -61,6 +62,23 @@ def test_shipped_comparison_reads_back_as_computed(shipped, teacher):
     claims = verdict_table(r)
     assert claims["stage"].iloc[0] == "penultimate (primary)" and (claims["paired seeds"] == "0,1").all()
     assert folder_size(shipped) < 2e6
+
+
+def test_real_images_are_never_shipped(shipped, synthetic_cifar, monkeypatch, tmp_path):
+    """The dataset is not ours to redistribute: real.npz names the test images (index, label) without their
+    pixels; without the data at hand (or with another copy whose labels disagree) the comparison reads back
+    without real thumbnails and with every map point and metric."""
+    with np.load(shipped / "real.npz") as f:
+        assert set(f.files) == {"y", "index"} and len(f["index"]) == 48
+    monkeypatch.delenv("IFHE_DATA", raising=False)
+    s = load_comparison(shipped)
+    assert "real" not in s.report.images and (s.report.points["set"] == "real").sum() == 2 * 2 * 48
+    other = tmp_path / "other"
+    other.mkdir()
+    with np.load(synthetic_cifar / "cifar10-test.npz") as f:
+        np.savez(other / "cifar10-test.npz", x=f["x"], y=(f["y"] + 1) % 10)
+    monkeypatch.setenv("IFHE_DATA", str(other))
+    assert "real" not in load_comparison(shipped).report.images
 
 
 def test_a_committed_bank_goes_beside_others(shipped, teacher, tmp_path, capsys):

@@ -78,6 +78,11 @@ def show_clicked(report, stage: str, events: dict) -> None:
 
     def cname(c):
         return cls[int(c)] if int(c) < len(cls) else str(c)
+    if name not in report.images:   # the real images of a shipped comparison are not shipped with it
+        st.caption(f"{name} #{i}: class {cname(row['label'])}, teacher says {cname(row['pred'])} "
+                   f"({row['confidence']:.2f}). Real test images are not committed; set IFHE_DATA to a folder with "
+                   f"the dataset's test split to see them.")
+        return
     st.image(thumbnail_png(report.images[name][i], 5),
              caption=f"{name} #{i}: {'target' if name != 'real' else 'class'} {cname(row['label'])}, "
                      f"teacher says {cname(row['pred'])} ({row['confidence']:.2f})")
