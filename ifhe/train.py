@@ -13,7 +13,7 @@ from tqdm import tqdm
 from .checkpoint import load_state, save_state
 from .fileio import read_meta
 from .config import PRECISIONS, SCHEDULES, SWA_BN, _choice
-from .data import NUM_CLASSES, Normalizer, load_split, normalization, random_crop_flip, to_unit
+from .data import NUM_CLASSES, Normalizer, cutout, load_split, normalization, random_crop_flip, to_unit
 from .device import autocast, fast_layout, pick_device
 from .errors import IfheError
 from .evaluation import evaluate
@@ -29,6 +29,7 @@ RECIPE_SOURCES = (
     "few epochs with one-cycle, label smoothing, large batches: Page 2018, How to train your ResNet (DAWNBench)",
     "learning rate scaled with the batch: Goyal et al. 2017, arXiv:1706.02677",
     "label smoothing 0.1: Szegedy et al. 2016, Rethinking the Inception Architecture",
+    "cutout (when --cutout > 0): DeVries & Taylor 2017, arXiv:1708.04552; 8x8 in Page 2018",
     "bf16 forward passes and channels_last only where measured faster on the machine (ifhe.precision)",
     "no test-time augmentation: a plain network evaluated on plain test images",
 )
@@ -64,6 +65,10 @@ class TrainConfig:
     # the most that keeps the checkpoint under CHECKPOINT_BUDGET bytes
     momentum: str = "auto"
     rebuild_steps: int = 20
+    # cutout patch side in pixels (0: off): one square of each training image set to the mean, as in Page's fast
+    # CIFAR-10 recipe (8); regularizes short schedules that otherwise fit the training set (VGG11-BN, 40 epochs:
+    # 98.8% train, 88.6% test)
+    cutout: int = 0
 
     def validate(self) -> "TrainConfig":
         check_architecture(self.arch)  # before any data is looked for (or downloaded)
@@ -71,6 +76,8 @@ class TrainConfig:
         _choice("swa_bn", self.swa_bn, SWA_BN)
         _choice("precision", self.precision, PRECISIONS)
         _choice("momentum", self.momentum, MOMENTUM_KEPT)
+        if not isinstance(self.cutout, int) or not 0 <= self.cutout <= 32:
+            raise IfheError(f"cutout must be a patch side in pixels, 0-32, got {self.cutout!r}")
         for name in ("epochs", "batch_size", "checkpoint_every", "rebuild_steps"):
             if getattr(self, name) < 1:
                 raise IfheError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -233,7 +240,8 @@ def _batch(train_set, cfg: TrainConfig, t: _Training, steps_per_epoch: int, norm
     idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size].to(train_set.x.device)
     xb = random_crop_flip(train_set.x[idx], generator=t.aug_gen).to(dev, non_blocking=True)
     yb = train_set.y[idx].to(dev, non_blocking=True)
-    return norm(to_unit(xb)).contiguous(memory_format=torch.channels_last), yb
+    x = cutout(norm(to_unit(xb)), cfg.cutout, generator=t.aug_gen)
+    return x.contiguous(memory_format=torch.channels_last), yb
 
 
 def _train_step(t: _Training, cfg: TrainConfig, xb, yb, lr: float):

@@ -111,3 +111,25 @@ def test_random_crop_flip_is_a_shifted_or_flipped_copy():
 def test_random_crop_flip_uint8_keeps_dtype():
     x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
     assert D.random_crop_flip(x).dtype == torch.uint8
+
+
+def test_cutout_zeroes_one_square_per_image_clipped_at_the_border():
+    x = torch.ones(64, 3, 32, 32)
+    out = D.cutout(x, 8, generator=torch.Generator().manual_seed(0))
+    holes = (out == 0).all(1)                     # every channel of a hole pixel is zeroed together
+    assert ((out == 0) == holes[:, None]).all() and torch.equal(x, torch.ones_like(x))   # input untouched
+    for hole in holes:
+        rows, cols = hole.any(1).nonzero().flatten(), hole.any(0).nonzero().flatten()
+        assert 1 <= len(rows) <= 8 and 1 <= len(cols) <= 8 and hole.sum() == len(rows) * len(cols)
+        assert (rows.diff() == 1).all() and (cols.diff() == 1).all()   # one contiguous square (a clipped one)
+    assert (holes.sum((1, 2)) == 64).float().mean() > 0.4       # most squares lie wholly inside
+    assert (holes.sum((1, 2)) < 64).any()                        # and some are clipped at a border
+    assert D.cutout(x, 0) is x
+
+
+def test_cutout_setting_is_validated():
+    from ifhe.errors import IfheError
+    from ifhe.train import TrainConfig
+    with pytest.raises(IfheError, match="cutout"):
+        TrainConfig(cutout=-1).validate()
+    assert TrainConfig(cutout=8).validate().cutout == 8

@@ -9,16 +9,23 @@ from ifhe.train import TrainConfig, one_cycle_lr, train_classifier
 CFG = TrainConfig(arch="wrn16_1", epochs=2, batch_size=32, checkpoint_every=3, seed=3)
 
 
-def test_resume_after_kill_matches_uninterrupted_run(synthetic_cifar, tmp_path):
-    full = train_classifier(CFG, tmp_path / "full", data=synthetic_cifar, progress=False)
-    first = train_classifier(CFG, tmp_path / "cut", data=synthetic_cifar, progress=False, max_steps=13)
+@pytest.mark.parametrize("cutout", [0, 8])
+def test_resume_after_kill_matches_uninterrupted_run(synthetic_cifar, tmp_path, cutout):
+    cfg = TrainConfig(**{**CFG.__dict__, "cutout": cutout})
+    full = train_classifier(cfg, tmp_path / "full", data=synthetic_cifar, progress=False)
+    first = train_classifier(cfg, tmp_path / "cut", data=synthetic_cifar, progress=False, max_steps=13)
     assert first["step"] == 13 and not first["finished"]
-    resumed = train_classifier(CFG, tmp_path / "cut", data=synthetic_cifar, progress=False, resume=True)
+    resumed = train_classifier(cfg, tmp_path / "cut", data=synthetic_cifar, progress=False, resume=True)
     assert resumed["finished"] and resumed["step"] == full["step"] == 20
     for (k, a), b in zip(full["model"].state_dict().items(), resumed["model"].state_dict().values()):
         torch.testing.assert_close(a, b, msg=k)
     epochs = [json.loads(l)["epoch"] for l in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2]
+    if cutout:   # the patches reach the training batches: other weights than without them
+        plain = train_classifier(CFG, tmp_path / "plain", data=synthetic_cifar, progress=False, max_steps=3)
+        again = train_classifier(cfg, tmp_path / "again", data=synthetic_cifar, progress=False, max_steps=3)
+        assert not torch.equal(next(iter(plain["model"].state_dict().values())),
+                               next(iter(again["model"].state_dict().values())))
 
 
 def test_metrics_written_after_checkpoint_are_dropped_on_resume(synthetic_cifar, tmp_path):

@@ -18,6 +18,7 @@ def register(sub) -> None:
     t.add_argument("--max-lr", dest="max_lr", type=float)
     t.add_argument("--weight-decay", dest="weight_decay", type=float)
     t.add_argument("--label-smoothing", dest="label_smoothing", type=float)
+    t.add_argument("--cutout", type=int, help="side of the square each training image loses (8 in Page's recipe; 0 off)")
     t.add_argument("--seed", type=int)
     t.add_argument("--init-from", dest="init_from", help="start from these weights (zoo name or .safetensors)")
     t.add_argument("--schedule", choices=SCHEDULES,
