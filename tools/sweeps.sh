@@ -50,6 +50,9 @@ for s in "$@"; do
     # accuracy per CPU-minute: 10 minutes on 2 cores (20 CPU-minutes a run, one run at a time), the budget rule
     # of the pilot, precision auto; then the 60-minute run of its best variant
     g) JOBS=1 run g --threads 2 --jobs 1 --precision auto --methods ifhe cmi fast fast+ifhe nayer nayer+ifhe deepinversion --budget-minutes 10 --seeds 3 --set distill.kd_share="${KD_SHARE:-0.8}" --compare ifhe:cmi --compare fast+ifhe:fast --compare nayer+ifhe:nayer ;;
+    # g's cells that the shipped feature banks need (DeepInversion, CMI, IFHE x 3 seeds), first; same settings and
+    # folder as g, whose later invocation skips them
+    g-banks) JOBS=1 run g --threads 2 --jobs 1 --precision auto --methods deepinversion ifhe cmi --budget-minutes 10 --seeds 3 --set distill.kd_share="${KD_SHARE:-0.8}" ;;
     # bf16 against fp32 at equal steps (30 rounds, no time budget): IFHE, CMI, Fast, 3 seeds each
     prec-fp32) run prec-fp32 --methods ifhe cmi fast --budget-minutes 1000 --seeds 3 --precision fp32 --set rounds=30 ;;
     prec-bf16) run prec-bf16 --methods ifhe cmi fast --budget-minutes 1000 --seeds 3 --precision bf16 --set rounds=30 ;;
