@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ifhe.catalog import teacher_info
+from ifhe.catalog import sha256_of, teacher_info
 from ifhe.config import dump_yaml
 from ifhe.errors import IfheError
 
@@ -210,7 +210,7 @@ class Job:
             self._mark("test set")
             run = Run(self.cfg, self.out, teacher=self._teacher, test_set=test_set)
             self._mark("run built")
-            self._teacher_sha = (getattr(run.teacher, "zoo_entry", None) or {}).get("sha256")
+            self._teacher_sha = sha256_of(run.teacher)
             self._update(note=note, head_training=run.head_training())
             with self._cond:
                 self.run = run
@@ -273,11 +273,7 @@ class Job:
         while True:
             if self._export_requested:
                 self._export_requested = False
-                self._cond.release()
-                try:
-                    self._export(run)
-                finally:
-                    self._cond.acquire()
+                self._unlocked(self._export, run)
                 continue
             if not self._paused or self._stop_requested or self._stepping:
                 return
@@ -287,13 +283,17 @@ class Job:
                 return
             self._holding = True
             if self._preview_serial > self._grid_serial:  # paused: show the batch as it stands now
-                self._cond.release()
-                try:
-                    self._compose(run)
-                finally:
-                    self._cond.acquire()
+                self._unlocked(self._compose, run)
                 continue
             self._cond.wait(timeout=1.0)
+
+    def _unlocked(self, work, run) -> None:
+        """Run `work(run)` with the lock released (pages may read snapshots meanwhile), then take it back."""
+        self._cond.release()
+        try:
+            work(run)
+        finally:
+            self._cond.acquire()
 
     def _export(self, run) -> None:
         from ifhe.zoo import save_model

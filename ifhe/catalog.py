@@ -80,6 +80,16 @@ def entry(name: str, root: str | os.PathLike | None = None) -> dict:
     return manifest[name]
 
 
+def record_of(model) -> dict:
+    """The manifest record a loaded teacher carries (`zoo.attach_dataset`); {} for a model without one."""
+    return getattr(model, "zoo_entry", None) or {}
+
+
+def sha256_of(model) -> str | None:
+    """The zoo checksum of a loaded teacher's weights file, None when it has none recorded."""
+    return record_of(model).get("sha256")
+
+
 def role_of(record: dict) -> str:
     """A manifest record's role; records published before roles existed were all teachers."""
     return record.get("role", "teacher")

@@ -19,6 +19,7 @@ from typing import Iterator
 
 import torch
 
+from . import catalog
 from .bank import ImageBank, open_bank
 from .checkpoint import atomic_write_text, load_state, save_state
 from .config import RunConfig, dump_yaml, from_dict, reference_kd_passes, to_dict
@@ -669,8 +670,9 @@ class Run:
                   "head_acc": p.head_acc,
                   "test_images": len(self.test_set) if self.test_set is not None else None,
                   "method": self.cfg.method, "teacher": self.cfg.teacher,
-                  "teacher_sha256": (getattr(self.teacher, "zoo_entry", None) or {}).get("sha256"),
-                  "student": self.cfg.student, "seed": self.cfg.seed, "head_training": self.head_training(), "precision": self.precision,
+                  "teacher_sha256": catalog.sha256_of(self.teacher),
+                  "student": self.cfg.student, "seed": self.cfg.seed, "head_training": self.head_training(),
+                  "precision": self.precision,
                   "precision_requested": self.cfg.precision, "precision_choice": self.precision_choice,
                   "clock": self.cfg.clock,
                   "budget_minutes": self.cfg.budget_minutes, "threads": torch.get_num_threads(),

@@ -189,10 +189,10 @@ def read_images(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return x, f["y"].astype(np.int64), (f["rounds"] if "rounds" in f else f["index"]).astype(np.int64)
 
 
-def real_images(path: Path, dataset: str, data: str | os.PathLike | None = None) -> np.ndarray | None:
-    """The real test images a comparison names (uint8 N x 3 x H x W), read from `data` or $IFHE_DATA's
+def real_images(path: Path, dataset: str) -> np.ndarray | None:
+    """The real test images a comparison names (uint8 N x 3 x H x W), read from $IFHE_DATA's
     `<dataset>-test.npz` when it is there and agrees with the recorded labels; None otherwise."""
-    root = data or os.environ.get("IFHE_DATA")
+    root = os.environ.get("IFHE_DATA")
     if not path.is_file() or not root:
         return None
     npz = Path(root) if Path(root).suffix == ".npz" else Path(root) / f"{dataset}-test.npz"

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import catalog
 from .bank import open_bank
 from .config import read_config_file
 from .data import load_split, to_unit
@@ -116,9 +117,9 @@ def _assemble(per_stage: dict, stages, h_stages) -> dict[str, np.ndarray]:
 
 def teacher_key(teacher: nn.Module) -> str:
     """Identifies the teacher's weights: its zoo checksum, else a hash of the parameters."""
-    entry = getattr(teacher, "zoo_entry", None) or {}
-    if entry.get("sha256"):
-        return entry["sha256"][:16]
+    sha = catalog.sha256_of(teacher)
+    if sha:
+        return sha[:16]
     h = hashlib.sha256()
     for t in teacher.state_dict().values():
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
@@ -127,8 +128,7 @@ def teacher_key(teacher: nn.Module) -> str:
 
 def teacher_label(teacher: nn.Module, name: str) -> str:
     """'cifar10_wrn16_2 (wrn16_2, sha256 1a2b3c4d5e6f)': which teacher made a figure."""
-    entry = getattr(teacher, "zoo_entry", None) or {}
-    kind = "sha256" if entry.get("sha256") else "weights hash"
+    kind = "sha256" if catalog.sha256_of(teacher) else "weights hash"
     return f"{Path(str(name)).name} ({getattr(teacher, 'arch', '?')}, {kind} {teacher_key(teacher)[:12]})"
 
 

@@ -49,7 +49,7 @@ PRETRAINED_HEAD = "pretrained"   # synth.h_init: the head shipped with the teach
 
 def _shipped_head(teacher: nn.Module) -> tuple[str, dict]:
     """The file and record of the head shipped with a zoo teacher, checksum verified."""
-    entry = getattr(teacher, "zoo_entry", None) or {}
+    entry = catalog.record_of(teacher)
     record = entry.get("head")
     if not record:
         raise IfheError("synth.h_init=pretrained: this teacher ships no trained h (its manifest entry has no "

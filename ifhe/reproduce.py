@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from . import catalog
 from .config import make_config, reference_kd_passes, to_dict
 from .errors import IfheError
 from .evaluation import evaluate
@@ -268,7 +269,7 @@ def run_cell(cell: Cell, out: Path, budget_minutes: float, data: str | None, ove
                    "kd_steps_per_round": run.progress.kd_step_cap},
                "final_test_images": len(final_test_set) if final_test_set is not None else None,
                "dataset": run.dataset,
-               "teacher_sha256": (getattr(run.teacher, "zoo_entry", {}) or {}).get("sha256"),
+               "teacher_sha256": catalog.sha256_of(run.teacher),
                "machine": invocation.get("machine") if invocation else None,
                "calibration": invocation.get("calibration") if invocation else None,
                "invocation": invocation.get("index") if invocation else None,

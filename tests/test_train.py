@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -11,7 +12,7 @@ CFG = TrainConfig(arch="wrn16_1", epochs=2, batch_size=32, checkpoint_every=3, s
 
 @pytest.mark.parametrize("cutout", [0, 8])
 def test_resume_after_kill_matches_uninterrupted_run(synthetic_cifar, tmp_path, cutout):
-    cfg = TrainConfig(**{**CFG.__dict__, "cutout": cutout})
+    cfg = dataclasses.replace(CFG, cutout=cutout)
     full = train_classifier(cfg, tmp_path / "full", data=synthetic_cifar, progress=False)
     first = train_classifier(cfg, tmp_path / "cut", data=synthetic_cifar, progress=False, max_steps=13)
     assert first["step"] == 13 and not first["finished"]

@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from ifhe import catalog  # noqa: E402
 from ifhe.checkpoint import sha256_file  # noqa: E402
 from ifhe.device import set_cpu_threads  # noqa: E402
 from ifhe.errors import IfheError  # noqa: E402
@@ -115,8 +116,7 @@ def load_runs(runs: list[Path], teacher_name: str, teacher_sha: str, window: str
 def ship(a) -> Path:
     set_cpu_threads(a.threads)
     teacher = resolve_teacher(a.teacher, a.teacher_arch)
-    entry = getattr(teacher, "zoo_entry", None) or {}
-    sha = entry.get("sha256") or (sha256_file(a.teacher) if Path(a.teacher).is_file() else None)
+    sha = catalog.sha256_of(teacher) or (sha256_file(a.teacher) if Path(a.teacher).is_file() else None)
     if not sha:
         raise IfheError(f"{a.teacher}: no checksum known for this teacher")
     runs = [Path(r) for r in a.runs] if a.runs else sweep_runs(Path(a.sweep), a.variants, a.pair)
