@@ -17,6 +17,7 @@ import yaml
 
 from ifhe.catalog import ARCHITECTURES, default_teacher, read_manifest, teachers  # noqa: F401 (the pages' names)
 from ifhe.config import make_config, to_dict
+from ifhe.cpu import same_cpu_kind
 from ifhe.methods import variants
 from ifhe.paper import PAIR_ARCHS
 
@@ -120,10 +121,22 @@ class Figure:
     low: float | None = None
     high: float | None = None
     minutes: float | None = None
+    threads: int | None = None       # torch threads of each run: a budget is minutes of CPU time per thread
+    kd_share: float = 0.0            # the budget rule the run used (0: the preset's own KD steps per round)
+    precision: str | None = None     # what was asked for (auto, fp32, bf16)
+    machine: dict | None = None      # the machine the figure was measured on, as the run or the sweep recorded it
+
+    def budget_text(self) -> str:
+        """'10 min on 2 cores' / '20 min'."""
+        if not self.minutes:
+            return ""
+        return f"{self.minutes:g} min" + (f" on {self.threads} cores" if self.threads and self.threads > 1 else "")
 
     def text(self) -> str:
         """'ifhe 48.5% [27.0, 70.0] (sweep results/sweep-a, 3 seeds, 20 min)' or '... (one run: run x)'."""
-        budget = f", {self.minutes:g} min" if self.minutes else ""
+        budget = f", {self.budget_text()}" if self.minutes else ""
+        if self.kd_share:
+            budget += f", KD share {self.kd_share:g}"
         if self.n > 1 and self.low is not None and self.high is not None:
             return (f"{self.method} {self.student_acc:.1f}% [{self.low:.1f}, {self.high:.1f}] ({self.source}, "
                     f"{self.n} seeds{budget})")
@@ -161,6 +174,11 @@ def preset_settings(variant: str) -> dict | None:
     return {"synth": d["synth"], "distill": d["distill"]}
 
 
+# How a budget is split between synthesis and KD is the run's budget rule (README "Budgets"), not the preset's: a
+# figure made under the rule stays current, and says which share it used.
+BUDGET_RULE = {"distill": ("kd_share",)}
+
+
 def _differs(recorded, preset) -> bool:
     if isinstance(recorded, (list, tuple)) or isinstance(preset, (list, tuple)):
         return list(recorded or []) != list(preset or [])
@@ -181,7 +199,8 @@ def stale_reason(teacher: str | None, sha: str | None, variant: str | None, conf
         return "settings not recorded or not a preset"
     for section, values in preset.items():
         recorded = config.get(section) or {}
-        if any(k in recorded and _differs(recorded[k], v) for k, v in values.items()):
+        rule = BUDGET_RULE.get(section, ())
+        if any(k in recorded and k not in rule and _differs(recorded[k], v) for k, v in values.items()):
             return "made with other settings than the current preset"
     return ""
 
@@ -204,7 +223,15 @@ def run_record(run: Path) -> dict | None:
             "method": res.get("method") or cfg.get("method"),
             "student_acc": res.get("student_acc", status.get("student_acc")),
             "teacher_sha256": res.get("teacher_sha256") or status.get("teacher_sha256"), "config": cfg,
-            "minutes": cfg.get("budget_minutes")}
+            "minutes": cfg.get("budget_minutes"), "machine": res.get("machine")}
+
+
+def _run_settings(config: dict | None, machine: dict | None, threads=None, precision=None) -> dict:
+    """A figure's threads, budget rule, precision asked for and machine, from what its run recorded."""
+    config = config if isinstance(config, dict) else {}
+    share = (config.get("distill") or {}).get("kd_share") or 0.0
+    return {"threads": threads or config.get("threads"), "kd_share": float(share),
+            "precision": config.get("precision") or precision, "machine": machine}
 
 
 def _run_figures(runs_dir: Path, out: dict) -> None:
@@ -223,7 +250,7 @@ def _run_figures(runs_dir: Path, out: dict) -> None:
             m.left_out[why] = m.left_out.get(why, 0) + 1
             continue
         m.figures.append(Figure(str(rec["method"]), float(rec["student_acc"]), f"run {run.name}",
-                                minutes=rec["minutes"]))
+                                minutes=rec["minutes"], **_run_settings(rec["config"], rec.get("machine"))))
 
 
 def sweep_teacher_sha(data: dict, sweep_json: Path, teacher: str) -> str | None:
@@ -281,15 +308,18 @@ def _sweep_figures(roots, out: dict) -> None:
 
 def _variant_figure(variant: str, cells: list, analysed: dict | None, source: str) -> Figure:
     accs = [float(c["student_acc"]) for c in cells]
-    minutes = (cells[0].get("config") or {}).get("budget_minutes")
+    first = cells[0]
+    minutes = (first.get("config") or {}).get("budget_minutes")
+    settings = _run_settings(first.get("config"), first.get("machine"), first.get("threads"))
     acc = (analysed or {}).get("student_acc") or {}
     if analysed and analysed.get("n") == len(accs) and acc.get("low") is not None:
-        return Figure(variant, float(acc["estimate"]), source, len(accs), acc["low"], acc["high"], minutes)
+        return Figure(variant, float(acc["estimate"]), source, len(accs), acc["low"], acc["high"], minutes,
+                      **settings)
     if len(accs) > 1:   # some seeds left out: the interval of those kept (scipy only on this rare path)
         from ifhe.stats import mean_interval
         iv = mean_interval(accs)
-        return Figure(variant, iv.estimate, source, len(accs), iv.low, iv.high, minutes)
-    return Figure(variant, accs[0], source, 1, minutes=minutes)
+        return Figure(variant, iv.estimate, source, len(accs), iv.low, iv.high, minutes, **settings)
+    return Figure(variant, accs[0], source, 1, minutes=minutes, **settings)
 
 
 def measured(runs_dir, result_roots=()) -> dict[tuple[str, str], Measured]:
@@ -310,3 +340,24 @@ def measured(runs_dir, result_roots=()) -> dict[tuple[str, str], Measured]:
                 sweeps.append(f)
         m.figures = sorted(list(best_runs.values()) + sweeps, key=lambda f: (f.n < 2, -f.student_acc))
     return found
+
+
+def measured_best(m: Measured | None, here: dict) -> tuple[Figure, bool] | None:
+    """The best figure of a sweep (seeded, a preset as shipped, under a time budget) for a pair: the one measured
+    on this kind of machine when there is one (True), else the best measured elsewhere (False); None without any.
+    A sweep's mean over more seeds is preferred to a single seed only through its value: figures are ranked by
+    their mean, each shown with its n."""
+    sweeps = [f for f in (m.figures if m else []) if f.source.startswith("sweep ") and f.minutes]
+    if not sweeps:
+        return None
+    here_kind = [f for f in sweeps if same_cpu_kind(f.machine, here)]
+    pool = here_kind or sweeps
+    return max(pool, key=lambda f: f.student_acc), bool(here_kind)
+
+
+def sweep_command(source: str) -> str:
+    """The command that reproduces a sweep figure: 'sweep results/sweep-g' -> 'bash tools/sweeps.sh g'."""
+    folder = source.removeprefix("sweep ").rstrip("/")
+    name = folder.rsplit("/", 1)[-1]
+    return f"bash tools/sweeps.sh {name[6:]}" if name.startswith("sweep-") else f"ifhe reproduce --report --out {folder}"
+

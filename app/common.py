@@ -9,6 +9,7 @@ from pathlib import Path
 import streamlit as st
 
 from ifhe.config import METHODS, PRECISIONS, preset
+from ifhe.cpu import cpu_kind, machine_label
 from ifhe.errors import IfheError
 from ifhe.methods import METHOD_LABELS
 from ifhe.terms import TERMS, WEIGHTS
@@ -27,7 +28,7 @@ FORM_DEFAULTS = {
     "dataset": "cifar10", "teacher": None, "teacher_path": None, "teacher_summary": None, "upload_arch": "(from file)",
     "student": "wrn16_1", "method": "ifhe", "seed": 0, "kd_between": False, "device": "auto",
     "precision": "fp32",
-    "run_name": "", "eval_every": 50, "eval_images": 1000, "budget": 0.0,
+    "run_name": "", "eval_every": 50, "eval_images": 1000, "budget": 0.0, "kd_share": 0.0,
 }
 FORM_KEYS = tuple(FORM_DEFAULTS) + tuple(forms.form_defaults("ifhe"))
 
@@ -75,7 +76,8 @@ def _form_from_job(job) -> None:
     ss.update(lr_g=s.lr_g, lr_z=s.lr_z, batch=s.batch_size,
               iterations=s.iterations, tau=d.T, student=cfg.student, seed=cfg.seed)
     if d.steps_per_round:
-        ss.update(kd_steps=d.steps_per_round, kd_batch=d.batch_size, kd_lr=d.lr)
+        ss.update(kd_steps=d.steps_per_round, kd_batch=d.batch_size, kd_lr=d.lr, kd_share=d.kd_share)
+    ss["method_chosen"] = True
 
 
 def favicon() -> str:
@@ -116,6 +118,7 @@ def show_flash() -> None:
 
 def on_method_change() -> None:
     st.session_state.update(forms.form_defaults(st.session_state["method"]))
+    st.session_state["method_chosen"] = True
 
 
 def on_weight_change() -> None:
@@ -225,6 +228,63 @@ def _measured(runs_dir: str, results_dir: str) -> dict:
 
 def measured_figures() -> dict:
     return _measured(str(registry().base_dir), str(results_dir()))
+
+
+@st.cache_resource(show_spinner=False)
+def _cpu_kind() -> dict:
+    return cpu_kind()
+
+
+def measured_best_here():
+    """(figure, measured on this kind of machine) of the best sweep figure for the chosen pair, or None."""
+    ss = st.session_state
+    return catalog.measured_best(measured_figures().get((str(ss.get("teacher")), str(ss.get("student")))),
+                                 _cpu_kind())
+
+
+def measured_setup(fig) -> dict:
+    return forms.measured_setup(fig.method, fig.minutes, fig.kd_share, fig.precision)
+
+
+def apply_measured_default(best) -> None:
+    """The Distill page's default is the measured best: set once a session, before the user picks a method or a
+    job is attached (their choices are never overwritten)."""
+    ss = st.session_state
+    if ss.get("measured_default_done"):
+        return
+    ss["measured_default_done"] = True
+    if best is not None and not ss.get("method_chosen") and current_job() is None:
+        ss.update(measured_setup(best[0]))
+        ss["measured_default_applied"] = True
+
+
+def measured_best_note(best) -> None:
+    """Says what the Distill page's default is and where its figure comes from; offers it when the form differs."""
+    if best is None:
+        st.caption("No seeded sweep has measured this pair with this teacher yet: the default is the method chosen "
+                   "on the Synthesize page.")
+        return
+    fig, here = best
+    ss = st.session_state
+    seeds = f"{fig.n} seeds, 95% interval [{fig.low:.1f}, {fig.high:.1f}]" if fig.n > 1 and fig.low is not None \
+        else "1 seed so far"
+    where = ("on this kind of machine" if here else "on another kind of machine; here it may differ") + \
+        f" ({machine_label(fig.machine, fig.threads)})"
+    text = (f"**Measured best for this pair: {METHOD_LABELS.get(fig.method, fig.method)}**, about "
+            f"{fig.student_acc:.0f}% after {fig.budget_text()} {where}, measured by `{catalog.sweep_command(fig.source)}` "
+            f"({seeds}; KD share of the time {fig.kd_share:g}, precision {fig.precision}).")
+    threads = registry().threads
+    if fig.threads and threads < fig.threads:
+        text += (f" This server's jobs use {threads} thread{'s' * (threads > 1)} (`IFHE_APP_THREADS`): a budget of "
+                 f"{fig.minutes:g} minutes buys {threads}/{fig.threads} of that compute here.")
+    setup = measured_setup(fig)
+    if all(ss.get(k) == v for k, v in setup.items() if k != "distill_rounds"):
+        st.success(("The form holds it (the page's default). " if ss.get("measured_default_applied") else "") + text)
+    else:
+        st.info(text)
+        if st.button("Use the measured setup", key="use_measured"):
+            ss.update(setup)
+            st.rerun()
 
 
 def _pair_label(pair: catalog.Pair, figures: dict) -> str:

@@ -23,6 +23,14 @@ def form_defaults(method: str) -> dict[str, Any]:
             "distill_rounds": 2000 if gan_style else 30}
 
 
+def measured_setup(method: str, minutes: float, kd_share: float, precision: str | None) -> dict[str, Any]:
+    """The form values that rerun a sweep's cell from the Distill page: the preset at CPU scale with its own batch
+    (not the live view's small one), the sweep's budget rule, time budget and precision; rounds end by the budget."""
+    s, _ = preset(method, "cpu")
+    return {**form_defaults(method), "method": method, "batch": s.batch_size, "budget": float(minutes),
+            "kd_share": float(kd_share or 0.0), "precision": precision or "fp32", "distill_rounds": 100000}
+
+
 def build_config(v: dict, kind: str):
     """A validated RunConfig from the form values `v`; kind 'synth' (synthesis first) or 'distill'."""
     synth = {**{w: float(v[w]) for w in WEIGHTS if v.get(w) is not None},
@@ -33,7 +41,7 @@ def build_config(v: dict, kind: str):
         distill["steps_per_round"] = 0
     else:
         distill |= {"steps_per_round": int(v["kd_steps"]), "batch_size": int(v["kd_batch"]),
-                    "lr": float(v["kd_lr"])}
+                    "lr": float(v["kd_lr"]), "kd_share": float(v.get("kd_share") or 0.0)}
     teacher = v.get("teacher_path") if v.get("teacher") == "upload" else v.get("teacher")
     if teacher and teacher.startswith("paper:"):
         raise IfheError(f"no {arch_label(teacher[6:])} teacher is shipped: upload one, or train it with the "

@@ -10,94 +10,29 @@ fp32, channels_last, SGD with Nesterov momentum and label-smoothed cross-entropy
 """
 from __future__ import annotations
 
-import os
 import platform
 import statistics
 import time
 
 import torch
 
+from .cpu import cpu_kind, machine_label  # noqa: F401 (machine_label: the sweeps' import)
+
 CALIBRATION_ARCH = "wrn16_2"
 CALIBRATION_BATCH = 128
 DEFAULT_TOLERANCE = 0.2
 
 
-def _cpuinfo() -> dict[str, str | set]:
-    """Model name, flags and the number of physical cores from /proc/cpuinfo (Linux); {} elsewhere."""
-    try:
-        text = open("/proc/cpuinfo", encoding="utf-8", errors="replace").read()
-    except OSError:
-        return {}
-    out: dict = {}
-    cores = set()
-    phys = core = None
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key, value = key.strip(), value.strip()
-        if key in ("model name", "Model", "Hardware", "cpu model") and "model" not in out and value:
-            out["model"] = value
-        elif key in ("flags", "Features") and "flags" not in out:
-            out["flags"] = set(value.split())
-        elif key == "physical id":
-            phys = value
-        elif key == "core id":
-            core = value
-        elif not line.strip():
-            if core is not None:
-                cores.add((phys, core))
-            phys = core = None
-    if core is not None:
-        cores.add((phys, core))
-    if cores:
-        out["physical_cores"] = len(cores)
-    return out
-
-
 def machine_info() -> dict:
     """CPU model, cores, torch threads, versions, GPU (if any) and the instruction sets that matter here."""
-    info = _cpuinfo()
-    flags = info.get("flags") or set()
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
     cuda = None
     if torch.cuda.is_available():
         try:
             cuda = torch.cuda.get_device_name(0)
         except Exception:  # a broken driver should not stop a CPU sweep
             cuda = "unknown CUDA device"
-    return {
-        "cpu_model": info.get("model") or platform.processor() or platform.machine() or "unknown CPU",
-        "logical_cores": os.cpu_count(),
-        "physical_cores": info.get("physical_cores"),
-        "usable_cores": usable,
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(terse=True),
-        "cuda_device": cuda,
-        "avx2": "avx2" in flags,
-        "avx512": "avx512f" in flags,
-        "avx512_bf16": "avx512_bf16" in flags,
-        "amx_bf16": "amx_bf16" in flags,
-    }
-
-
-def machine_label(info: dict | None, threads: int | None = None) -> str:
-    """'AMD EPYC, 2 cores (AVX512-BF16), 1 thread' (threads: the sweep's, else the recorded torch threads)."""
-    if not info:
-        return "machine not recorded"
-    cores = info.get("usable_cores") or info.get("logical_cores")
-    isa = "AVX512-BF16" if info.get("avx512_bf16") else "AVX512" if info.get("avx512") else \
-        "AVX2" if info.get("avx2") else None
-    t = threads if threads is not None else info.get("torch_threads")
-    parts = [str(info.get("cpu_model") or "unknown CPU"), f"{cores} cores" + (f" ({isa})" if isa else "")]
-    if t:
-        parts.append(f"{t} thread{'s' if t != 1 else ''}")
-    if info.get("cuda_device"):
-        parts.append(f"GPU {info['cuda_device']}")
-    return ", ".join(parts)
+    return {**cpu_kind(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version(), "platform": platform.platform(terse=True), "cuda_device": cuda}
 
 
 def _seconds(device: torch.device) -> float:

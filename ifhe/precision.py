@@ -34,7 +34,7 @@ def cache_path() -> Path:
 
 def machine_key(device: torch.device) -> str:
     """What decides bf16's speed: the processor (model and flags), torch, and the threads torch uses."""
-    from .machine import _cpuinfo
+    from .cpu import _cpuinfo
 
     if device.type == "cuda":
         what = f"cuda:{torch.cuda.get_device_name(device)}"

@@ -584,6 +584,48 @@ def test_distill_page_data_free_explains(env):
     assert at.number_input(key="eval_every").disabled
 
 
+def test_distill_page_default_is_the_measured_best_here(env, tmp_path, monkeypatch):
+    """The Distill page opens on the best seeded figure measured for the pair on this kind of machine (its preset
+    at CPU scale with its own batch, the sweep's budget rule, budget and precision) and says where the figure
+    comes from; a method the user picked first is kept, the measured setup one click away."""
+    from ifhe.config import preset
+    from ifhe.cpu import cpu_kind
+    here = {**cpu_kind(), "torch_threads": 2}
+    results = tmp_path / "results"
+    monkeypatch.setenv("IFHE_APP_RESULTS", str(results))
+    _fake_sweep(results / "sweep-g", {"fast": [79.0, 78.0], "cmi": [50.0, 51.0]}, threads=2, kd_share=0.8,
+                machine=here)
+    _fake_sweep(results / "sweep-x", {"ifhe": [90.0, 91.0]}, machine={"cpu_model": "Another CPU"})
+    at = new_app()
+    at.switch_page("views/distill.py").run()
+    no_exceptions(at)
+    ss = at.session_state
+    assert ss["method"] == "fast" and ss["kd_share"] == 0.8 and ss["budget"] == 10.0
+    assert ss["batch"] == preset("fast", "cpu")[0].batch_size
+    note = " ".join(str(e.value) for e in at.success)
+    assert "Measured best for this pair: Fast" in note and "about 78%" in note and "bash tools/sweeps.sh g" in note
+    assert "on this kind of machine" in note and "2 seeds" in note and "10 min on 2 cores" in note
+    assert "jobs use 1 thread" in note and "1/2 of that compute" in note
+    assert "KD share 0.8" in texts(new_app())          # the budget rule's figures stay current on Synthesize
+
+    at = new_app()                                      # a user who chose a method first keeps it
+    at.selectbox(key="method").set_value("cmi").run()
+    at.switch_page("views/distill.py").run()
+    assert at.session_state["method"] == "cmi" and not at.success
+    at.button(key="use_measured").click().run()
+    assert at.session_state["method"] == "fast" and at.session_state["kd_share"] == 0.8
+
+    for f in results.glob("sweep-g/*"):                 # measured elsewhere only: said so
+        f.unlink()
+    _fake_sweep(results / "sweep-g2", {"fast": [70.0, 71.0]}, machine={"cpu_model": "Another CPU"})
+    from app import common
+    common._measured.clear()
+    at = new_app()
+    at.switch_page("views/distill.py").run()
+    note = texts(at)
+    assert "Measured best for this pair: IFHE" in note and "on another kind of machine" in note
+
+
 def test_distill_run_with_test_images_and_downloads(env, synthetic_cifar, monkeypatch):
     monkeypatch.setenv("IFHE_DATA", str(synthetic_cifar))   # test images in the CIFAR layout; what they show is moot
     at = small(new_app(), rounds=100)
@@ -986,7 +1028,8 @@ def _preset_config(variant: str, **over) -> dict:
 
 
 def _fake_sweep(folder: Path, accs: dict[str, list[float]], legacy: bool = False, teacher: str = TEACHER,
-                sha: str | None = "current", synth: dict | None = None) -> list[dict]:
+                sha: str | None = "current", synth: dict | None = None, threads: int = 1, kd_share: float = 0.0,
+                machine: dict | None = None) -> list[dict]:
     """A sweep folder as `ifhe reproduce` leaves it (results.json), for variants x seeds, without running; its
     cells record the teacher's checksum (`sha`: "current" the zoo's, None none) and the variant's preset."""
     from ifhe.fileio import json_safe
@@ -994,16 +1037,18 @@ def _fake_sweep(folder: Path, accs: dict[str, list[float]], legacy: bool = False
     pair = f"{teacher}-wrn16_1"
     cal = {"step_s": 0.8, "wall_s": 0.8, "threads": 1, "clock": "cpu per thread"}
     sha = current_sha(teacher) if sha == "current" else sha
-    config = {v: _preset_config(v, teacher=teacher, threads=1, budget_minutes=10.0) for v in accs}
+    config = {v: _preset_config(v, teacher=teacher, threads=threads, budget_minutes=10.0) for v in accs}
     for c in config.values():
         c["synth"].update(synth or {})
+        c["distill"]["kd_share"] = kd_share
     cells = [{"cell": {"teacher": teacher, "student": "wrn16_1", "variant": v, "seed": i},
               "id": f"{pair}/{v}/seed{i}", "pair": pair, "variant": v, "seed": i, "student_acc": a,
               "head_acc": 80.0, "rounds": 10, "kd_steps": 500, "bank_size": 640, "elapsed_s": 600.0,
               **({"teacher_sha256": sha} if sha else {}),
               "config": config[v], "final_test_images": 10000,
               "curve": [{"elapsed_s": t, "student_acc": a * t / 600} for t in (60.0, 300.0, 600.0)],
-              "machine": None if legacy else {"cpu_model": "Test CPU", "logical_cores": 2},
+              "machine": None if legacy else (machine or {"cpu_model": "Test CPU", "logical_cores": 2}),
+              "threads": threads,
               "calibration": None if legacy else cal}
              for v, xs in accs.items() for i, a in enumerate(xs)]
     folder.mkdir(parents=True)

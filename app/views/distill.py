@@ -13,6 +13,8 @@ st.caption("Each round synthesizes a batch into the image bank, then the student
            "from the teacher on images drawn from the whole bank.")
 ss = st.session_state
 has_data, data_msg = files.data_status(ss["dataset"])
+best = common.measured_best_here()
+common.apply_measured_default(best)
 
 left, right = st.columns([1, 2], gap="large")
 with left:
@@ -20,13 +22,18 @@ with left:
                 f"({figures.weights_text(ss)}, batch {ss['batch']}, "
                 f"{ss['iterations']} iterations a round)")
     st.caption("Teacher, student, method and loss weights are set on the Synthesize page.")
+    common.measured_best_note(best)
     c1, c2 = st.columns(2)
     c1.number_input("Rounds", min_value=1, max_value=100000, key="distill_rounds")
     c2.number_input("KD steps per round", min_value=1, max_value=10000, key="kd_steps")
     c1.number_input("KD batch size", min_value=2, max_value=1024, step=16, key="kd_batch")
     c2.number_input("KD learning rate (SGD, cosine)", min_value=1e-5, max_value=2.0, format="%.4f", key="kd_lr")
     c1.number_input("τ (KD temperature)", min_value=0.5, max_value=100.0, key="tau")
-    c2.number_input("Time budget (minutes, 0 = none)", min_value=0.0, max_value=10000.0, key="budget")
+    c2.number_input("Time budget (minutes, 0 = none)", min_value=0.0, max_value=10000.0, key="budget",
+                    help="CPU time per thread of the job (evaluations excluded), as the sweeps count it")
+    c1.number_input("KD share of the time (0 = the KD steps per round above)", min_value=0.0, max_value=0.95,
+                    step=0.05, key="kd_share", help="the budget rule (README 'Budgets'): each round's KD gets this "
+                    "share of the round's time; the sweeps use 0.8")
     c1.number_input("Evaluate every (KD steps)", min_value=0, max_value=100000, key="eval_every",
                     disabled=not has_data)
     c2.number_input("Test images per evaluation", min_value=100, max_value=10000, step=100, key="eval_images",
