@@ -45,7 +45,7 @@ def server(tmp_path_factory, synthetic_cifar):
     publish_test_teacher(root / "pretrained")
     publish_test_teacher(root / "pretrained", "tiny_vgg11_bn", "vgg11_bn", accuracy=9.0)  # the other family
     env = {"IFHE_PRETRAINED": str(root / "pretrained"), "IFHE_APP_RUNS": str(root / "runs"),
-           "IFHE_APP_MAX_JOBS": "1", "IFHE_APP_THREADS": "1",  # the default on 2 cores: one core stays free
+           "IFHE_APP_MAX_JOBS": "1", "IFHE_APP_THREADS": "1",  # tests run beside each other
            "IFHE_APP_SHIPPED": str(shipped_comparison(root, synthetic_cifar)), "IFHE_APP_SMALL_BANK": TINY_BANKS}
     with Server(env, log=root / "server.log") as s:
         s.root = root
