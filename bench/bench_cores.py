@@ -7,6 +7,10 @@ at 1 and at 2 intra-op threads. With per-round costs S (synthesis) and K (KD), a
 threads inside each pass; a pipeline with one thread per stage, the two stages overlapping, takes at best
 max(S1, K1) a round (and costs a copy of the student for the adversarial term, and a bank one round behind).
 Printed: both, and the pipeline's best possible gain. Figures only.
+
+Under the budget rule (README "Budgets": KD gets `--kd-share` of the time, 0.8 in the sweeps) the two are compared
+by what a second of the run buys: KD steps and synthesized images per second, with 2 intra-op threads (share of
+the time in each stage at 2-thread speed) and in the pipeline at best (each stage one thread, all of the time).
 """
 from __future__ import annotations
 
@@ -50,12 +54,15 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=["ifhe", "cmi", "fast", "nayer", "deepinversion"])
     ap.add_argument("--precision", default="bf16")
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--kd-share", type=float, default=0.8, help="the budget rule's KD share of the time")
     a = ap.parse_args()
     teacher = resolve_teacher("cifar10_wrn16_2")
     print(f"# intra-op threads vs a synthesis/KD pipeline: {machine()}, {a.precision}\n")
+    share = a.kd_share
     print("| method | synth step 1t / 2t (s) | KD step 1t / 2t (s) | intra-op speed-up | round, 2 threads (s) | "
-          "round, pipeline at best (s) | pipeline's best gain |")
-    print("|---|---|---|---|---|---|---|")
+          "round, pipeline at best (s) | pipeline's best gain | "
+          f"KD share {share:g}: KD steps/s, 2 threads / pipeline | images/s, 2 threads / pipeline |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for method in a.methods:
         res = {}
         for n in (1, 2):
@@ -64,8 +71,11 @@ def main() -> None:
         (s1, k1, it, kd), (s2, k2, _, _) = res[1], res[2]
         round1, round2 = it * s1 + kd * k1, it * s2 + kd * k2
         pipe = max(it * s1, kd * k1)
+        batch = make_config(method).synth.batch_size
+        kd_rate = f"{share / k2:.2f} / {1 / k1:.2f}"
+        image_rate = f"{(1 - share) * batch / (it * s2):.1f} / {batch / (it * s1):.1f}"
         print(f"| {method} | {s1:.3f} / {s2:.3f} | {k1:.3f} / {k2:.3f} | {round1 / round2:.2f}x | {round2:.2f} | "
-              f"{pipe:.2f} | {round2 / pipe:.2f}x |", flush=True)
+              f"{pipe:.2f} | {round2 / pipe:.2f}x | {kd_rate} | {image_rate} |", flush=True)
 
 
 if __name__ == "__main__":
