@@ -37,7 +37,7 @@ from ifhe.errors import IfheError
 from .files import data_status, new_run_name, safe_path
 from .grids import compose_bank_by_class, compose_grid, spread_indices
 from .snapshot import ACTIVE_STATES, Snapshot, class_names, thin, weights_of
-from .warmup import join_warm_up, stop_warm_up
+from .warmup import join_warm_up, stop_warm_up, warm_up_running
 
 # torch and the engine's modules that import it are imported inside the job thread's functions: the first page
 # reads this module before it draws, and torch takes seconds to import
@@ -78,6 +78,11 @@ def default_threads(max_jobs: int) -> int:
     return max(1, (os.cpu_count() or 2) // max(1, max_jobs))
 
 
+def job_threads() -> int:
+    """The torch threads of this server's jobs (IFHE_APP_THREADS, else cores / job slots)."""
+    return default_threads(default_max_jobs())
+
+
 class Job:
     def __init__(self, job_id: str, cfg, out_dir: Path, kind: str, threads: int, test_set_loader=None,
                  teacher=None, on_exit=None):
@@ -86,6 +91,7 @@ class Job:
         self.out = Path(out_dir)
         self.kind = kind
         self.threads = threads
+        self._threads_now = threads
         self._test_set_loader = test_set_loader
         self._teacher = teacher
         self._on_exit = on_exit
@@ -205,7 +211,7 @@ class Job:
         import torch
         default_threads = torch.get_num_threads()  # the process default, for threads started later
         try:
-            torch.set_num_threads(self.threads)
+            self._set_threads(torch)
             from ifhe.experiment import Run
             self._mark("thread started")
             test_set, note = self._test_set_loader(self.cfg) if self._test_set_loader else (None, "")
@@ -228,6 +234,8 @@ class Job:
             self._update(classes=class_names(run.dataset, nc, run.bank.classes), class_counts=[0] * nc)
             for ev in self._events(run):
                 self._handle(run, ev)
+                if self._threads_now != self.threads:
+                    self._set_threads(torch)
         except IfheError as e:
             self._update(state="failed", message=str(e))
         except Exception as e:  # a bug: keep the server alive, show the message, log the traceback
@@ -243,6 +251,13 @@ class Job:
             self._write_status()
             if self._on_exit:
                 self._on_exit(self)
+
+    def _set_threads(self, torch) -> None:
+        """The job's threads, but one while the warm-up still runs: a team of two threads waits at every barrier
+        on the core the warm-up holds (the server's first Start, read 1 s after the page: 2.1-2.5 s to the first
+        grid with two threads from the start, 1.5 s with one; bench_app --first-start)."""
+        self._threads_now = 1 if warm_up_running() else self.threads
+        torch.set_num_threads(self._threads_now)
 
     def _mark(self, what: str) -> None:
         if os.environ.get("IFHE_APP_DEBUG"):

@@ -106,6 +106,12 @@ def warm_up(stop: threading.Event | None = None) -> None:
         print(f"[warm-up] {'given up' if stop.is_set() else 'done'} at {time.perf_counter() - t0:.2f}s", flush=True)
 
 
+def warm_up_running() -> bool:
+    """Whether the warm-up thread is still at work (it finishes the part it is in after being stopped)."""
+    t = _warm["thread"]
+    return t is not None and t.is_alive()
+
+
 def stop_warm_up() -> None:
     """A run is starting (it warms up by itself; the warm-up would only slow it), or the process is exiting."""
     _warm["stop"].set()

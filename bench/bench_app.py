@@ -47,7 +47,7 @@ import torch  # noqa: E402
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 from app.forms import build_config, form_defaults  # noqa: E402
-from app.jobs import RATE_WINDOW, JobRegistry, default_max_jobs, default_threads  # noqa: E402
+from app.jobs import RATE_WINDOW, JobRegistry, job_threads  # noqa: E402
 from ifhe.catalog import available  # noqa: E402
 from ifhe.experiment import Run  # noqa: E402
 
@@ -111,10 +111,6 @@ class OtherLoad:
     def stop(self) -> float:
         dt = time.perf_counter() - self.t0
         return max(0.0, (self._busy() - self.b0) - (self._ours() - self.o0)) / dt
-
-
-def app_threads() -> int:
-    return default_threads(default_max_jobs())
 
 
 def windows(points: list[tuple[float, int, float | None]], per_round: int, n: int) -> list[dict]:
@@ -398,7 +394,7 @@ def first_starts(repeats: int, read_s: list[float]) -> None:
     """The first Start of a fresh server: for each reading time (seconds between the Start button appearing and
     the click), `repeats` fresh servers; first page, Start -> first grid of the server's first run, and of a second
     run (each on the same teacher, IFHE at the app's batch)."""
-    b = Bench(argparse.Namespace(repeats=1), app_threads())
+    b = Bench(argparse.Namespace(repeats=1), job_threads())
     print(f"{machine()}; teacher {b.teacher()}; load average (1 min) {os.getloadavg()[0]:.2f}")
     rows = {r: [] for r in read_s}
     with sync_playwright() as p:
@@ -490,7 +486,7 @@ def main() -> None:
     ap.add_argument("--inproc", choices=("engine", "job"), help=argparse.SUPPRESS)
     ap.add_argument("--root", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    threads = a.threads or app_threads()
+    threads = a.threads or job_threads()
     if a.inproc:
         inproc(a.inproc, a.windows, threads, a.root)
     elif a.first_page:
