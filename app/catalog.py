@@ -223,15 +223,16 @@ def run_record(run: Path) -> dict | None:
             "method": res.get("method") or cfg.get("method"),
             "student_acc": res.get("student_acc", status.get("student_acc")),
             "teacher_sha256": res.get("teacher_sha256") or status.get("teacher_sha256"), "config": cfg,
-            "minutes": cfg.get("budget_minutes"), "machine": res.get("machine")}
+            "minutes": cfg.get("budget_minutes")}
 
 
-def _run_settings(config: dict | None, machine: dict | None, threads=None, precision=None) -> dict:
-    """A figure's threads, budget rule, precision asked for and machine, from what its run recorded."""
+def _run_settings(config: dict | None, machine: dict | None = None, threads: int | None = None) -> dict:
+    """A figure's threads, budget rule, precision asked for and machine, from what its run recorded (a run folder
+    records no machine; a sweep cell does)."""
     config = config if isinstance(config, dict) else {}
     share = (config.get("distill") or {}).get("kd_share") or 0.0
     return {"threads": threads or config.get("threads"), "kd_share": float(share),
-            "precision": config.get("precision") or precision, "machine": machine}
+            "precision": config.get("precision"), "machine": machine}
 
 
 def _run_figures(runs_dir: Path, out: dict) -> None:
@@ -250,7 +251,7 @@ def _run_figures(runs_dir: Path, out: dict) -> None:
             m.left_out[why] = m.left_out.get(why, 0) + 1
             continue
         m.figures.append(Figure(str(rec["method"]), float(rec["student_acc"]), f"run {run.name}",
-                                minutes=rec["minutes"], **_run_settings(rec["config"], rec.get("machine"))))
+                                minutes=rec["minutes"], **_run_settings(rec["config"])))
 
 
 def sweep_teacher_sha(data: dict, sweep_json: Path, teacher: str) -> str | None:

@@ -46,8 +46,8 @@ def cpu_kind() -> dict:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         usable = os.cpu_count()
-    return {"cpu_model": info.get("model") or platform.processor() or platform.machine() or "unknown CPU", "logical_cores": os.cpu_count(),
-            "physical_cores": info.get("physical_cores"), "usable_cores": usable,
+    return {"cpu_model": info.get("model") or platform.processor() or platform.machine() or "unknown CPU",
+            "logical_cores": os.cpu_count(), "physical_cores": info.get("physical_cores"), "usable_cores": usable,
             "avx2": "avx2" in flags, "avx512": "avx512f" in flags,
             "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags}
 

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from .cpu import cpu_kind, machine_label  # noqa: F401 (machine_label: the sweeps' import)
+from .cpu import cpu_kind
 
 CALIBRATION_ARCH = "wrn16_2"
 CALIBRATION_BATCH = 128

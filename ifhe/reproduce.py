@@ -46,7 +46,8 @@ from .experiment import CHECKPOINT, Run, compute_record, run_to_end
 from .fileio import atomic_write_text, json_safe
 from .jsonl import JsonlLog
 from .locks import CellLock, describe_holder, lock_holder
-from .machine import DEFAULT_TOLERANCE, calibration_seconds, machine_label, relative_difference, same_machine
+from .cpu import machine_label
+from .machine import DEFAULT_TOLERANCE, calibration_seconds, relative_difference, same_machine
 from .methods import variants
 
 # name -> (method preset, synth overrides): every method and its variants, from the method spec

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import IfheError
-from .machine import DEFAULT_TOLERANCE, calibration_seconds, machine_label, relative_difference, same_machine
+from .cpu import machine_label
+from .machine import DEFAULT_TOLERANCE, calibration_seconds, relative_difference, same_machine
 from .paper import ABLATION_PAIRS, NOTES as PAPER_NOTES, headline_figures
 from .stats import mean_interval, paired_difference, t_quantile, verdict
 

@@ -33,7 +33,8 @@ from ifhe.errors import IfheError  # noqa: E402
 from ifhe.feature_banks import BankRecord, folder_size, write_comparison  # noqa: E402
 from ifhe.feature_metrics import DEFAULT_WINDOW, rounds_span, run_rounds, window_indices  # noqa: E402
 from ifhe.features import bank_set, feature_report, h_stages_of, real_set, run_result  # noqa: E402
-from ifhe.machine import machine_info, machine_label  # noqa: E402
+from ifhe.cpu import machine_label  # noqa: E402
+from ifhe.machine import machine_info  # noqa: E402
 from ifhe.methods import METHOD_LABELS  # noqa: E402
 from ifhe.zoo import resolve_teacher  # noqa: E402
 

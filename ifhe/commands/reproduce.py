@@ -108,7 +108,8 @@ def invocation(a, out: Path) -> dict:
     """This process's record in sweep.json: the one given by --invocation (a child of --jobs), else a new one with
     this machine and a calibration measured now."""
     from ..device import pick_device
-    from ..machine import calibrate, machine_info, machine_label
+    from ..cpu import machine_label
+    from ..machine import calibrate, machine_info
     from ..reproduce import join_invocation, start_invocation
 
     if a.invocation is not None:
