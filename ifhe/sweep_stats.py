@@ -165,6 +165,33 @@ def paired_differences(summaries: list[dict], comparisons: list[tuple[str, str]]
     return rows
 
 
+def across_sweeps(a: list[dict], b: list[dict], keys: tuple[str, ...] = ("student_acc", "head_acc")) -> list[dict]:
+    """Two sweeps that differ in one setting (e.g. `--precision fp32` and `bf16` at equal steps): per (pair,
+    variant) both ran and per metric in `keys`, each sweep's mean with its 95% t interval over seeds, the paired
+    difference B - A over the seeds both ran, and whether the two agree: `overlap` when the two intervals overlap,
+    `within` when each mean lies inside the other's interval, `zero_in_diff` when the paired interval holds 0."""
+    def index(summaries):
+        by = {}
+        for s in summaries:
+            by.setdefault((s["pair"], s["variant"]), {})[s["seed"]] = s
+        return by
+    ia, ib = index(a), index(b)
+    rows = []
+    for key in [k for k in ia if k in ib]:
+        for metric in keys:
+            xa = {seed: s.get(metric) for seed, s in ia[key].items()}
+            xb = {seed: s.get(metric) for seed, s in ib[key].items()}
+            ma, mb = mean_interval(list(xa.values())), mean_interval(list(xb.values()))
+            d = paired_difference(xb, xa)
+            finite = all(math.isfinite(v) for v in (ma.low, ma.high, mb.low, mb.high))
+            rows.append({"pair": key[0], "variant": key[1], "metric": metric,
+                         "a": ma.as_dict(), "b": mb.as_dict(), **d.as_dict(),
+                         "overlap": finite and ma.low <= mb.high and mb.low <= ma.high,
+                         "within": finite and ma.contains(mb.estimate) and mb.contains(ma.estimate),
+                         "zero_in_diff": math.isfinite(d.diff.low) and d.diff.contains(0.0)})
+    return rows
+
+
 def curve_bands(summaries: list[dict], points: int = 60) -> list[dict]:
     """Per (pair, variant): the mean student curve over seeds on a common time grid (each seed's curve linearly
     interpolated over the span all seeds cover), with the min-max over seeds and a 95% t interval per point.

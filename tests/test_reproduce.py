@@ -318,3 +318,40 @@ def test_plan_rejects_unknowns():
     assert parse_comparisons(["dafl:cmi"], ["ifhe", "cmi", "dafl"])[-1] == ("dafl", "cmi")
     with pytest.raises(IfheError, match="A:B"):
         parse_comparisons(["ifhe"], ["ifhe", "cmi"])
+
+
+def _prec_cell(variant, seed, acc, precision, rounds=30, kd_steps=300):
+    return {"id": f"p/{variant}/seed{seed}", "pair": "p", "variant": variant, "seed": seed, "student_acc": acc,
+            "head_acc": acc + 10, "rounds": rounds, "kd_steps": kd_steps, "precision": precision, "threads": 1}
+
+
+def test_across_sweeps_pairs_by_seed_and_says_whether_they_agree():
+    from ifhe.sweep_stats import across_sweeps
+    a = [_prec_cell("ifhe", s, x, "fp32") for s, x in enumerate([50.0, 52.0, 54.0])]
+    b = [_prec_cell("ifhe", s, x, "bf16") for s, x in enumerate([51.0, 52.5, 53.0])]
+    b += [_prec_cell("cmi", 0, 60.0, "bf16")]  # only in B: no row
+    rows = [r for r in across_sweeps(a, b) if r["metric"] == "student_acc"]
+    assert [(r["variant"], r["seeds"]) for r in rows] == [("ifhe", [0, 1, 2])]
+    r = rows[0]
+    assert r["diff"]["estimate"] == pytest.approx((1.0 + 0.5 - 1.0) / 3)
+    assert r["a"]["estimate"] == pytest.approx(52.0) and r["b"]["estimate"] == pytest.approx(52.1666, abs=1e-3)
+    assert r["overlap"] and r["within"] and r["zero_in_diff"]
+    far = [_prec_cell("ifhe", s, x, "bf16") for s, x in enumerate([70.0, 71.0, 72.5])]
+    r = [r for r in across_sweeps(a, far) if r["metric"] == "student_acc"][0]
+    assert not r["overlap"] and not r["within"] and not r["zero_in_diff"]
+
+
+def test_compare_sweeps_refuses_cells_at_unequal_steps(tmp_path):
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
+    from compare_sweeps import main as compare
+    for name, prec, rounds in (("a", "fp32", 30), ("b", "bf16", 30), ("c", "bf16", 29)):
+        d = tmp_path / name
+        d.mkdir()
+        cells = [_prec_cell("ifhe", s, 50.0 + s + (name == "b"), prec, rounds) for s in range(3)]
+        (d / "results.json").write_text(json.dumps({"cells": cells}))
+    assert compare([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "out.md")]) == 0
+    text = (tmp_path / "out.md").read_text()
+    assert "precision fp32" in text and "precision bf16" in text and "| p | ifhe | student_acc |" in text
+    assert json.loads((tmp_path / "out.json").read_text())[0]["diff"]["estimate"] == pytest.approx(1.0)
+    with pytest.raises(IfheError, match="equal steps"):
+        compare([str(tmp_path / "a"), str(tmp_path / "c")])

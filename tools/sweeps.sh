@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 export IFHE_DATA="${IFHE_DATA:-$(cd .. && pwd)/shared/data}"
 JOBS="${JOBS:-2}"
 common=(--table cifar10 --threads 1 --jobs "$JOBS" --precision fp32)
+# ALLOW_MIXED=1: a later invocation whose calibration step is more than 20% off the first one's still runs; the
+# table then groups the cells by machine speed and says so (the host's speed drifts: sweep g measured 0.256-0.35 s)
+[ "${ALLOW_MIXED:-0}" = 1 ] && common+=(--allow-mixed-machines)
 
 # SWEEP_REPO: the checkout the results go to and are committed in (default: this one). Running the code of a
 # frozen worktree (cd there) with SWEEP_REPO=/path/to/main keeps engine edits in main away from a running sweep
