@@ -191,3 +191,20 @@ def test_rebuilt_momentum_points_where_the_real_one_does(synthetic_cifar, tmp_pa
     # training by bench/bench_resume_momentum.py: the toy here learns nothing, its gradients are noise)
     rebuilt = torch.cat([opt.state[p]["momentum_buffer"].flatten() for p in params])
     assert rebuilt.shape == real.shape and torch.isfinite(rebuilt).all() and rebuilt.norm() > 0
+
+
+def test_a_published_fine_tuning_stage_counts_the_compute_of_every_stage(synthetic_cifar, tmp_path, monkeypatch):
+    from ifhe import catalog
+    from ifhe.cli import main
+    monkeypatch.setattr(catalog, "PRETRAINED_DIR", tmp_path / "zoo")
+    base = ["train-teacher", "--arch", "wrn16_1", "--epochs", "1", "--batch-size", "64", "--threads", "1",
+            "--data", str(synthetic_cifar), "--precision", "fp32", "--publish", "t"]
+    assert main(base + ["--out", str(tmp_path / "a")]) == 0
+    first = catalog.read_manifest()["t"]
+    assert main(base + ["--out", str(tmp_path / "b"), "--init-from", "t", "--max-lr", "0.01"]) == 0
+    second = catalog.read_manifest()["t"]
+    assert second["epochs"] == 2 and " && " in second["recipe"] and "--init-from t" in second["recipe"]
+    stages = second["stage_cpu_minutes"]
+    assert len(stages) == 2 and stages[0] == first["cpu_minutes"]
+    assert second["cpu_minutes"] == pytest.approx(sum(stages), abs=0.06)
+    assert second["wall_minutes"] >= first["wall_minutes"]

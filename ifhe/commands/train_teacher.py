@@ -53,14 +53,22 @@ def command(a) -> int:
         recipe = command_line("train-teacher", a.argv, drop=("--resume",))
         epochs = cfg.epochs
         earlier = catalog.read_manifest().get(cfg.init_from) if cfg.init_from else None
-        if earlier:  # a fine-tuning stage of a zoo model: keep the whole history
-            recipe, epochs = f"{earlier['recipe']} && {recipe}", earlier["epochs"] + cfg.epochs
         import torch
 
         from ..train import RECIPE_SOURCES
         cost = {"cpu_minutes": round(result["cpu_minutes"], 1), "wall_minutes": round(result["wall_minutes"], 1),
                 "threads": torch.get_num_threads(), "precision": result["precision"],
                 "recipe_sources": list(RECIPE_SOURCES)}
+        if earlier:  # a fine-tuning stage of a zoo model: keep the whole history, and count all of its compute
+            recipe, epochs = f"{earlier['recipe']} && {recipe}", earlier["epochs"] + cfg.epochs
+            cost["stage_cpu_minutes"] = [*earlier.get("stage_cpu_minutes", [earlier.get("cpu_minutes")]),
+                                         cost["cpu_minutes"]]
+            if all(m is not None for m in cost["stage_cpu_minutes"]):
+                cost["cpu_minutes"] = round(sum(cost["stage_cpu_minutes"]), 1)
+            else:  # an earlier stage did not record its compute: the total is unknown, not this stage's
+                cost["cpu_minutes"] = None
+            cost["wall_minutes"] = round(earlier.get("wall_minutes") or 0.0, 1) + cost["wall_minutes"] \
+                if earlier.get("wall_minutes") is not None else None
         entry = publish(result["model"], a.publish, cfg.dataset, result["test_acc"], epochs, recipe, role=a.role,
                         extra=cost)
         print(f"published {a.publish}: {entry['file']} sha256 {entry['sha256'][:12]}")
