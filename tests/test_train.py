@@ -141,8 +141,8 @@ def test_a_checkpoint_without_full_momentum_resumes_and_is_smaller(synthetic_cif
     from ifhe.fileio import read_meta
 
     cfg = replace(CFG, momentum=mode, rebuild_steps=4)
-    full = train_classifier(CFG, tmp_path / "full", data=synthetic_cifar, progress=False, max_steps=13)
-    cut = train_classifier(cfg, tmp_path / "cut", data=synthetic_cifar, progress=False, max_steps=13)
+    train_classifier(CFG, tmp_path / "full", data=synthetic_cifar, progress=False, max_steps=13)
+    train_classifier(cfg, tmp_path / "cut", data=synthetic_cifar, progress=False, max_steps=13)
     ckpt = tmp_path / "cut" / "checkpoint.safetensors"
     assert read_meta(ckpt)["meta"]["momentum_kept"] == mode
     assert ckpt.stat().st_size < (tmp_path / "full" / "checkpoint.safetensors").stat().st_size
