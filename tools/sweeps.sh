@@ -53,6 +53,8 @@ for s in "$@"; do
     # accuracy per CPU-minute: 10 minutes on 2 cores (20 CPU-minutes a run, one run at a time), the budget rule
     # of the pilot, precision auto; then the 60-minute run of its best variant
     g) JOBS=1 run g --threads 2 --jobs 1 --precision auto --methods ifhe cmi fast fast+ifhe nayer nayer+ifhe deepinversion --budget-minutes 10 --seeds 3 --set distill.kd_share="${KD_SHARE:-0.8}" --compare ifhe:cmi --compare fast+ifhe:fast --compare nayer+ifhe:nayer ;;
+    # the 60-minute run: g's best variant (Fast) and its best IFHE preset (Fast + L_H), g's settings otherwise
+    d60) JOBS=1 run d60 --threads 2 --jobs 1 --precision auto --methods fast fast+ifhe --budget-minutes 60 --seeds 1 --set distill.kd_share="${KD_SHARE:-0.8}" --compare fast+ifhe:fast ;;
     # g's cells that the shipped feature banks need (DeepInversion, CMI, IFHE x 3 seeds), first; same settings and
     # folder as g, whose later invocation skips them
     g-banks) JOBS=1 run g --threads 2 --jobs 1 --precision auto --methods deepinversion ifhe cmi --budget-minutes 10 --seeds 3 --set distill.kd_share="${KD_SHARE:-0.8}" ;;
