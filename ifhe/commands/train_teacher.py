@@ -67,7 +67,7 @@ def command(a) -> int:
                 cost["cpu_minutes"] = round(sum(cost["stage_cpu_minutes"]), 1)
             else:  # an earlier stage did not record its compute: the total is unknown, not this stage's
                 cost["cpu_minutes"] = None
-            cost["wall_minutes"] = round(earlier.get("wall_minutes") or 0.0, 1) + cost["wall_minutes"] \
+            cost["wall_minutes"] = round(earlier["wall_minutes"] + cost["wall_minutes"], 1) \
                 if earlier.get("wall_minutes") is not None else None
         entry = publish(result["model"], a.publish, cfg.dataset, result["test_acc"], epochs, recipe, role=a.role,
                         extra=cost)
