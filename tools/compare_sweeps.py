@@ -22,11 +22,14 @@ from ifhe.errors import IfheError  # noqa: E402
 from ifhe.sweep_stats import across_sweeps, cell_id, load_results  # noqa: E402
 
 
+def steps(cell: dict) -> tuple:
+    return cell.get("rounds"), cell.get("kd_steps")
+
+
 def unequal_steps(a: list[dict], b: list[dict]) -> list[str]:
     """Matched cells (same id) whose rounds or KD steps differ."""
-    ib = {cell_id(s): s for s in b}
-    return [cell_id(s) for s in a if cell_id(s) in ib
-            and (s.get("rounds"), s.get("kd_steps")) != (ib[cell_id(s)].get("rounds"), ib[cell_id(s)].get("kd_steps"))]
+    steps_b = {cell_id(s): steps(s) for s in b}
+    return [cell_id(s) for s in a if cell_id(s) in steps_b and steps(s) != steps_b[cell_id(s)]]
 
 
 def settings_of(cells: list[dict]) -> str:
