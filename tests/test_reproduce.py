@@ -214,6 +214,16 @@ def test_table_mean_and_std():
     assert "Machine:** not recorded" in md
 
 
+def test_an_equal_steps_sweep_says_rounds_not_a_budget_that_never_bound():
+    s = [{"pair": "cifar10_wrn16_2-wrn16_1", "variant": "ifhe", "seed": i, "student_acc": a, "rounds": 30,
+          "reason": "rounds", "config": {"threads": 1}} for i, a in enumerate([50.0, 52.0])]
+    md = table_markdown(s, {}, 1000)
+    assert "after 30 rounds per run (equal steps: the 1000-minute budget did not bind)" in md
+    assert "1000 minutes of training time" not in md
+    s[1]["reason"] = "budget"  # one cell stopped by its budget: the table speaks of the budget
+    assert "1000 minutes of training time per run" in table_markdown(s, {}, 1000)
+
+
 def test_intervals_and_paired_differences_by_seed(tmp_path):
     cmi, ifhe = [55.0, 57.0, 60.0], [60.0, 61.0, 66.0]
     s = sweep_of(cmi, ifhe)
