@@ -27,7 +27,7 @@ CHART_REFRESH_S = 2.0
 FORM_DEFAULTS = {
     "dataset": "cifar10", "teacher": None, "teacher_path": None, "teacher_summary": None, "upload_arch": "(from file)",
     "student": "wrn16_1", "method": "ifhe", "seed": 0, "kd_between": False, "device": "auto",
-    "precision": "fp32",
+    "precision": "auto",
     "run_name": "", "eval_every": 50, "eval_images": 1000, "budget": 0.0, "kd_share": 0.0,
 }
 FORM_KEYS = tuple(FORM_DEFAULTS) + tuple(forms.form_defaults("ifhe"))

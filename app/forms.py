@@ -28,7 +28,7 @@ def measured_setup(method: str, minutes: float, kd_share: float, precision: str 
     (not the live view's small one), the sweep's budget rule, time budget and precision; rounds end by the budget."""
     s, _ = preset(method, "cpu")
     return {**form_defaults(method), "method": method, "batch": s.batch_size, "budget": float(minutes),
-            "kd_share": float(kd_share or 0.0), "precision": precision or "fp32", "distill_rounds": 100000}
+            "kd_share": float(kd_share or 0.0), "precision": precision or "auto", "distill_rounds": 100000}
 
 
 def build_config(v: dict, kind: str):
@@ -52,7 +52,7 @@ def build_config(v: dict, kind: str):
     device = v.get("device") or "auto"
     eval_images = int(v.get("eval_images") or 0) or None
     run = dict(teacher=str(teacher), student=v["student"], rounds=int(v["rounds"]), seed=int(v.get("seed") or 0),
-               device=None if device == "auto" else device, precision=v.get("precision") or "fp32",
+               device=None if device == "auto" else device, precision=v.get("precision") or "auto",
                log_every=1, preview_every=1,
                eval_every=int(v.get("eval_every") or 0), eval_images=eval_images,
                budget_minutes=float(budget) if budget else None, checkpoint_seconds=30.0)

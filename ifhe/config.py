@@ -218,7 +218,7 @@ class RunConfig:
     seed: int = 0
     device: str | None = None
     threads: int | None = None
-    precision: str = "fp32"           # fp32 | bf16: forward passes of synthesis and KD (losses stay fp32)
+    precision: str = "auto"           # auto | fp32 | bf16: forward passes of synthesis and KD (losses stay fp32)
     log_every: int = 10               # host syncs (loss read-out, NaN check) every k steps
     preview_every: int = 0            # 0 = no image previews in events (CLI); the app sets it
     data: str | None = None

@@ -174,7 +174,7 @@ def test_start_pause_step_live_weights_stop(env):
 
 def test_precision_choice_reaches_the_run(env):
     at = small(new_app())
-    assert at.selectbox(key="precision").value == "fp32"
+    assert at.selectbox(key="precision").value == "auto"
     at.selectbox(key="precision").set_value("bf16").run()
     at.button(key="start_synth").click().run()
     no_exceptions(at)

@@ -41,7 +41,7 @@ def register(sub) -> None:
     rp.add_argument("--invocation", type=int, help=argparse.SUPPRESS)  # set by --jobs for its processes
     rp.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="a setting for every cell, e.g. synth.iterations=100 (recorded with the sweep)")
-    add_precision(rp, "fp32")
+    add_precision(rp, "auto")
     rp.add_argument("--out", default="results")
     add_data(rp)
     rp.set_defaults(func=command)
