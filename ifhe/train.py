@@ -59,7 +59,7 @@ class TrainConfig:
     swa_bn: str = "average"
     # fp32 | bf16: the forward pass under autocast, the loss in fp32 (ifhe.device.autocast); auto: what a probe of
     # this training step measures faster here (ifhe.precision), decided once and kept by the checkpoint
-    precision: str = "fp32"
+    precision: str = "auto"
     # what the checkpoint keeps of SGD's momentum (README "Resumable from git"): full (exact resume), bf16 (half
     # the bytes), none (weights only; the momentum is rebuilt on resume from `rebuild_steps` gradients), or auto:
     # the most that keeps the checkpoint under CHECKPOINT_BUDGET bytes

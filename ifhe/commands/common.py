@@ -17,9 +17,10 @@ def add_data(p: argparse.ArgumentParser) -> None:
 
 def add_precision(p: argparse.ArgumentParser, default: str | None = None) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default=default,
-                   help="forward passes of synthesis and KD (losses stay fp32); auto, the default of a new run, times "
+                   help="arithmetic of the forward passes (losses stay fp32); auto, the default of a new run, times "
                         "the run's own step in both and keeps bf16 where it is 10%% faster (about half the time on "
-                        "CPUs with AVX512-BF16 such as AMD Zen 4/5, slower on some Intel Xeons that report it)")
+                        "CPUs with AVX512-BF16 such as AMD Zen 4/5, slower on some Intel Xeons that report it); "
+                        "a resumed run keeps what it started with")
 
 
 def parse_set(items: list[str] | None) -> dict:
