@@ -177,6 +177,9 @@ def preset_settings(variant: str) -> dict | None:
 # How a budget is split between synthesis and KD is the run's budget rule (README "Budgets"), not the preset's: a
 # figure made under the rule stays current, and says which share it used.
 BUDGET_RULE = {"distill": ("kd_share",)}
+# the longest budget the Distill page opens on (the issue's "a student worth showing in ten minutes"); figures of
+# longer runs are named beside it
+DEFAULT_MINUTES = 10.0
 
 
 def _differs(recorded, preset) -> bool:
@@ -343,16 +346,21 @@ def measured(runs_dir, result_roots=()) -> dict[tuple[str, str], Measured]:
     return found
 
 
-def measured_best(m: Measured | None, here: dict) -> tuple[Figure, bool] | None:
+def measured_best(m: Measured | None, here: dict, max_minutes: float | None = DEFAULT_MINUTES
+                  ) -> tuple[Figure, bool] | None:
     """The best figure of a sweep (seeded, a preset as shipped, under a time budget) for a pair: the one measured
     on this kind of machine when there is one (True), else the best measured elsewhere (False); None without any.
-    A sweep's mean over more seeds is preferred to a single seed only through its value: figures are ranked by
-    their mean, each shown with its n."""
+    Only budgets up to `max_minutes` compete (the shortest measured if none is that short; None: every budget),
+    so the page opens on what a newcomer can wait for, not on an hour-long run. A sweep's mean over more seeds is
+    preferred to a single seed only through its value: figures are ranked by their mean, each shown with its n."""
     sweeps = [f for f in (m.figures if m else []) if f.source.startswith("sweep ") and f.minutes]
     if not sweeps:
         return None
     here_kind = [f for f in sweeps if same_cpu_kind(f.machine, here)]
     pool = here_kind or sweeps
+    if max_minutes is not None:
+        pool = [f for f in pool if f.minutes <= max_minutes] or \
+            [f for f in pool if f.minutes == min(g.minutes for g in pool)]
     return max(pool, key=lambda f: f.student_acc), bool(here_kind)
 
 

@@ -235,11 +235,12 @@ def _cpu_kind() -> dict:
     return cpu_kind()
 
 
-def measured_best_here():
-    """(figure, measured on this kind of machine) of the best sweep figure for the chosen pair, or None."""
+def measured_best_here(max_minutes: float | None = catalog.DEFAULT_MINUTES):
+    """(figure, measured on this kind of machine) of the best sweep figure for the chosen pair at a budget of at
+    most `max_minutes` (None: any), or None."""
     ss = st.session_state
     return catalog.measured_best(measured_figures().get((str(ss.get("teacher")), str(ss.get("student")))),
-                                 _cpu_kind())
+                                 _cpu_kind(), max_minutes)
 
 
 def measured_setup(fig) -> dict:
@@ -273,6 +274,11 @@ def measured_best_note(best) -> None:
     text = (f"**Measured best for this pair: {METHOD_LABELS.get(fig.method, fig.method)}**, about "
             f"{fig.student_acc:.0f}% after {fig.budget_text()} {where}, measured by `{catalog.sweep_command(fig.source)}` "
             f"({seeds}; KD share of the time {fig.kd_share:g}, precision {fig.precision}).")
+    longer = measured_best_here(None)
+    if longer and longer[0].minutes > fig.minutes and longer[0].student_acc > fig.student_acc:
+        more = longer[0]
+        text += (f" With more time: {METHOD_LABELS.get(more.method, more.method)} about {more.student_acc:.0f}% after "
+                 f"{more.budget_text()} ({more.n} seed{'s' * (more.n > 1)}, `{catalog.sweep_command(more.source)}`).")
     threads = registry().threads
     if fig.threads and threads < fig.threads:
         text += (f" This server's jobs use {threads} thread{'s' * (threads > 1)} (`IFHE_APP_THREADS`): a budget of "

@@ -584,6 +584,17 @@ def test_distill_page_data_free_explains(env):
     assert at.number_input(key="eval_every").disabled
 
 
+def test_measured_best_opens_on_a_short_budget_and_falls_back_to_the_shortest():
+    from app.catalog import Figure, Measured, measured_best
+    here = {"cpu_model": "Test CPU", "usable_cores": 2}
+    fig = lambda method, acc, minutes: Figure(method, acc, "sweep x", 3, minutes=minutes, machine=here)  # noqa: E731
+    m = Measured(figures=[fig("fast", 77.0, 10.0), fig("fast", 85.0, 60.0), fig("cmi", 49.0, 1000.0)])
+    assert measured_best(m, here)[0].student_acc == 77.0                         # at most 10 minutes
+    assert measured_best(m, here, None)[0].student_acc == 85.0                   # any budget
+    longer_only = Measured(figures=[fig("fast", 85.0, 60.0), fig("cmi", 49.0, 1000.0)])
+    assert measured_best(longer_only, here)[0].minutes == 60.0                   # the shortest there is
+
+
 def test_distill_page_default_is_the_measured_best_here(env, tmp_path, monkeypatch):
     """The Distill page opens on the best seeded figure measured for the pair on this kind of machine (its preset
     at CPU scale with its own batch, the sweep's budget rule, budget and precision) and says where the figure
@@ -596,11 +607,15 @@ def test_distill_page_default_is_the_measured_best_here(env, tmp_path, monkeypat
     _fake_sweep(results / "sweep-g", {"fast": [79.0, 78.0], "cmi": [50.0, 51.0]}, threads=2, kd_share=0.8,
                 machine=here)
     _fake_sweep(results / "sweep-x", {"ifhe": [90.0, 91.0]}, machine={"cpu_model": "Another CPU"})
+    # an hour-long run measures more but is not what the page opens on; it is named beside the default
+    _fake_sweep(results / "sweep-d60", {"fast": [85.0]}, threads=2, kd_share=0.8, machine=here, minutes=60.0)
     at = new_app()
     at.switch_page("views/distill.py").run()
     no_exceptions(at)
     ss = at.session_state
     assert ss["method"] == "fast" and ss["kd_share"] == 0.8 and ss["budget"] == 10.0
+    assert "With more time: Fast about 85% after 60 min on 2 cores (1 seed, `bash tools/sweeps.sh d60`)" in \
+        " ".join(str(e.value) for e in at.success)
     assert ss["batch"] == preset("fast", "cpu")[0].batch_size
     note = " ".join(str(e.value) for e in at.success)
     assert "Measured best for this pair: Fast" in note and "about 78%" in note and "bash tools/sweeps.sh g" in note
@@ -615,7 +630,7 @@ def test_distill_page_default_is_the_measured_best_here(env, tmp_path, monkeypat
     at.button(key="use_measured").click().run()
     assert at.session_state["method"] == "fast" and at.session_state["kd_share"] == 0.8
 
-    for f in results.glob("sweep-g/*"):                 # measured elsewhere only: said so
+    for f in [*results.glob("sweep-g/*"), *results.glob("sweep-d60/*")]:   # measured elsewhere only: said so
         f.unlink()
     _fake_sweep(results / "sweep-g2", {"fast": [70.0, 71.0]}, machine={"cpu_model": "Another CPU"})
     from app import common
@@ -1029,7 +1044,7 @@ def _preset_config(variant: str, **over) -> dict:
 
 def _fake_sweep(folder: Path, accs: dict[str, list[float]], legacy: bool = False, teacher: str = TEACHER,
                 sha: str | None = "current", synth: dict | None = None, threads: int = 1, kd_share: float = 0.0,
-                machine: dict | None = None) -> list[dict]:
+                machine: dict | None = None, minutes: float = 10.0) -> list[dict]:
     """A sweep folder as `ifhe reproduce` leaves it (results.json), for variants x seeds, without running; its
     cells record the teacher's checksum (`sha`: "current" the zoo's, None none) and the variant's preset."""
     from ifhe.fileio import json_safe
@@ -1037,7 +1052,7 @@ def _fake_sweep(folder: Path, accs: dict[str, list[float]], legacy: bool = False
     pair = f"{teacher}-wrn16_1"
     cal = {"step_s": 0.8, "wall_s": 0.8, "threads": 1, "clock": "cpu per thread"}
     sha = current_sha(teacher) if sha == "current" else sha
-    config = {v: _preset_config(v, teacher=teacher, threads=threads, budget_minutes=10.0) for v in accs}
+    config = {v: _preset_config(v, teacher=teacher, threads=threads, budget_minutes=minutes) for v in accs}
     for c in config.values():
         c["synth"].update(synth or {})
         c["distill"]["kd_share"] = kd_share
@@ -1052,7 +1067,7 @@ def _fake_sweep(folder: Path, accs: dict[str, list[float]], legacy: bool = False
               "calibration": None if legacy else cal}
              for v, xs in accs.items() for i, a in enumerate(xs)]
     folder.mkdir(parents=True)
-    data = cells if legacy else json_safe({**analyze(cells, 10.0, [("ifhe", "cmi")]), "cells": cells})
+    data = cells if legacy else json_safe({**analyze(cells, minutes, [("ifhe", "cmi")]), "cells": cells})
     (folder / "results.json").write_text(json.dumps(data))
     return cells
 
