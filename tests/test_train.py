@@ -7,7 +7,8 @@ import torch
 from ifhe.errors import IfheError
 from ifhe.train import TrainConfig, one_cycle_lr, train_classifier
 
-CFG = TrainConfig(arch="wrn16_1", epochs=2, batch_size=32, checkpoint_every=3, seed=3)
+CFG = TrainConfig(arch="wrn16_1", epochs=2, batch_size=32, checkpoint_every=3, seed=3,
+                  precision="fp32")  # resolved, as train_classifier passes it to the step functions
 
 
 @pytest.mark.parametrize("cutout", [0, 8])
