@@ -21,8 +21,9 @@ if [ "$snapshots" -ge 3 ]; then
   exit 1
 fi
 mkdir -p "$dst"
-cp "$src" "$dst/checkpoint.safetensors"
-[ -f "$run/metrics.jsonl" ] && cp "$run/metrics.jsonl" "$dst/metrics.jsonl"
+# a training run straight into checkpoints/NAME (--out checkpoints/NAME --resume) is committed where it lies
+[ "$src" -ef "$dst/checkpoint.safetensors" ] || cp "$src" "$dst/checkpoint.safetensors"
+[ ! -f "$run/metrics.jsonl" ] || [ "$run/metrics.jsonl" -ef "$dst/metrics.jsonl" ] || cp "$run/metrics.jsonl" "$dst/metrics.jsonl"
 git add "$dst"
 git commit -qm "checkpoints/$name: snapshot $((snapshots + 1)) of 3 (resume: ifhe train-teacher ... --out $dst --resume)" -- "$dst"
 echo "committed snapshot $((snapshots + 1)) of 3 of $name ($((size / 1048576)) MB)"
