@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,7 @@ from .device import autocast, fast_layout, pick_device
 from .errors import IfheError
 from .evaluation import evaluate
 from .jsonl import JsonlLog
+from .losses import kd_kl
 from .models import check_architecture, create_model
 from .zoo import resolve_teacher
 
@@ -32,6 +34,15 @@ RECIPE_SOURCES = (
     "cutout (when --cutout > 0): DeVries & Taylor 2017, arXiv:1708.04552; 8x8 in Page 2018",
     "bf16 forward passes and channels_last only where measured faster on the machine (ifhe.precision)",
     "no test-time augmentation: a plain network evaluated on plain test images",
+)
+# What --distill-from adds (written into the manifest only when it is used).
+DISTILL_SOURCES = (
+    "distillation from an ensemble of teachers, its averaged softened probabilities as targets: Hinton, Vinyals "
+    "& Dean 2015, Distilling the Knowledge in a Neural Network, arXiv:1503.02531",
+    "a network of the teachers' own architecture as the student (born-again networks): Furlanello et al. 2018, "
+    "arXiv:1805.04770",
+    "0.9 KD + 0.1 cross-entropy at temperature 4, the CIFAR setting of Tian, Krishnan & Isola 2020 (CRD), "
+    "arXiv:1910.10699",
 )
 # a resumable checkpoint that may enter git stays under this size (weights + what is kept of the momentum)
 CHECKPOINT_BUDGET = 40 * 2 ** 20
@@ -69,6 +80,12 @@ class TrainConfig:
     # CIFAR-10 recipe (8); regularizes short schedules that otherwise fit the training set (VGG11-BN, 40 epochs:
     # 98.8% train, 88.6% test)
     cutout: int = 0
+    # comma-separated zoo names or .safetensors files of the same dataset: the loss becomes
+    # distill_weight * KD(ensemble of them || model) + (1 - distill_weight) * cross-entropy, the targets being the
+    # average of their softened probabilities on the same augmented batch (DISTILL_SOURCES)
+    distill_from: str | None = None
+    distill_temperature: float = 4.0
+    distill_weight: float = 0.9
 
     def validate(self) -> "TrainConfig":
         check_architecture(self.arch)  # before any data is looked for (or downloaded)
@@ -83,7 +100,32 @@ class TrainConfig:
                 raise IfheError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.max_lr > 0 or self.weight_decay < 0 or not 0 <= self.label_smoothing < 1:
             raise IfheError("max_lr must be > 0, weight_decay >= 0, 0 <= label_smoothing < 1")
+        if not self.distill_temperature > 0 or not 0 <= self.distill_weight <= 1:
+            raise IfheError("distill_temperature must be > 0 and 0 <= distill_weight <= 1")
+        if self.distill_from is not None and not distill_sources(self):
+            raise IfheError("distill_from names no teacher")
         return self
+
+
+def distill_sources(cfg: TrainConfig) -> list[str]:
+    return [s.strip() for s in (cfg.distill_from or "").split(",") if s.strip()]
+
+
+def ensemble_logits(logits: Sequence[torch.Tensor], T: float) -> torch.Tensor:
+    """Logits whose softmax at temperature T is the mean of the members' softmax at T (T * log of the mean
+    probability), so an ensemble is a teacher for `kd_kl` like any other."""
+    probs = torch.stack([F.softmax(z.float() / T, dim=1) for z in logits]).mean(0)
+    return T * probs.clamp_min(1e-12).log()
+
+
+def supervised_loss(logits: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+                    teacher_logits: torch.Tensor | None = None) -> torch.Tensor:
+    """Label-smoothed cross-entropy, or with `teacher_logits` its mix with Hinton's KD (cfg.distill_weight)."""
+    ce = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+    if teacher_logits is None:
+        return ce
+    kd = kd_kl(logits.float(), teacher_logits, T=cfg.distill_temperature)
+    return cfg.distill_weight * kd + (1 - cfg.distill_weight) * ce
 
 
 def one_cycle_lr(step: int, total: int, max_lr: float, warmup: float) -> float:
@@ -176,7 +218,7 @@ def rebuild_momentum(t: "_Training", cfg: TrainConfig, train_set, norm: Normaliz
         xb = norm(to_unit(xb)).contiguous(memory_format=torch.channels_last)
         with autocast(xb.device, cfg.precision):
             logits = t.model(xb)
-        loss = F.cross_entropy(logits.float(), train_set.y[idx].to(dev), label_smoothing=cfg.label_smoothing)
+        loss = supervised_loss(logits, train_set.y[idx].to(dev), cfg, _teacher_logits(t, cfg, xb))
         t.opt.zero_grad(set_to_none=True)
         loss.backward()
         t.opt.step()
@@ -196,6 +238,15 @@ class _Training:
     average: dict[str, torch.Tensor]     # SWA: the running average of the epoch-end weights
     step: int = 0
     needs_momentum: bool = False         # resumed from a checkpoint that kept no momentum
+    teachers: list = field(default_factory=list)   # frozen models distilled from (cfg.distill_from)
+
+
+@torch.no_grad()
+def _teacher_logits(t: _Training, cfg: TrainConfig, xb: torch.Tensor) -> torch.Tensor | None:
+    if not t.teachers:
+        return None
+    with autocast(xb.device, cfg.precision):
+        return ensemble_logits([m(xb) for m in t.teachers], cfg.distill_temperature)
 
 
 def _start(cfg: TrainConfig, ckpt_path: Path, nc: int, dev: torch.device, resume: bool) -> _Training:
@@ -221,6 +272,10 @@ def _start(cfg: TrainConfig, ckpt_path: Path, nc: int, dev: torch.device, resume
             t.average = state["swa"]
     elif cfg.init_from:
         model.load_state_dict(initial_weights(cfg.init_from, cfg.arch, cfg.dataset).state_dict())
+    t.teachers = [resolve_teacher(src, device=dev, dataset=cfg.dataset) for src in distill_sources(cfg)]
+    for src, m in zip(distill_sources(cfg), t.teachers):
+        if m.num_classes != nc:
+            raise IfheError(f"distill_from {src}: {m.num_classes} classes, the training has {nc}")
     return t
 
 
@@ -249,7 +304,7 @@ def _train_step(t: _Training, cfg: TrainConfig, xb, yb, lr: float):
         g["lr"] = lr
     with autocast(xb.device, cfg.precision):
         logits = t.model(xb)
-    loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
+    loss = supervised_loss(logits, yb, cfg, _teacher_logits(t, cfg, xb))
     t.opt.zero_grad(set_to_none=True)
     loss.backward()
     t.opt.step()

@@ -110,6 +110,9 @@ def teacher_or_random(name: str, arch: str, device: torch.device | str = "cpu",
     return random_teacher(arch, dataset, device), f"random {arch} (no {name} published)"
 
 
+FILE_PROVENANCE = ("test_accuracy", "epochs", "recipe", "cpu_minutes", "wall_minutes", "threads", "precision")
+
+
 def publish(model: nn.Module, name: str, dataset: str, accuracy: float, epochs: float, recipe: str,
             root: Path | None = None, extra: dict | None = None, role: str = "teacher") -> dict:
     """Write `<name>.safetensors` and its manifest record (atomic; other records are kept).
@@ -122,11 +125,12 @@ def publish(model: nn.Module, name: str, dataset: str, accuracy: float, epochs: 
         raise IfheError(f"model has {model.num_classes} classes, {dataset} has {NUM_CLASSES.get(dataset)}")
     catalog.folder(root).mkdir(parents=True, exist_ok=True)
     path = catalog.path_of(f"{name}.safetensors", root)
-    save_model(path, model, dataset)
+    provenance = {"test_accuracy": round(accuracy, 2), "epochs": epochs, "recipe": recipe} | (extra or {})
+    # the file carries its own provenance too, so a copy taken out of the zoo still says what it cost
+    save_model(path, model, dataset, {k: provenance[k] for k in FILE_PROVENANCE if k in provenance})
     entry = {"file": path.name, "arch": model.arch, "dataset": dataset, "num_classes": model.num_classes,
              "normalization": {"mean": normalization(dataset)[0], "std": normalization(dataset)[1]},
-             "test_accuracy": round(accuracy, 2), "epochs": epochs, "recipe": recipe,
-             "sha256": sha256_file(path), "role": role} | (extra or {})
+             "sha256": sha256_file(path), "role": role} | provenance
     catalog.write_record(name, entry, root)
     return entry
 

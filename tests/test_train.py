@@ -3,6 +3,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ifhe.errors import IfheError
 from ifhe.train import TrainConfig, one_cycle_lr, train_classifier
@@ -210,3 +211,75 @@ def test_a_published_fine_tuning_stage_counts_the_compute_of_every_stage(synthet
     assert second["cpu_minutes"] == pytest.approx(sum(stages), abs=0.06)
     assert second["wall_minutes"] >= first["wall_minutes"]
     assert second["wall_minutes"] == round(second["wall_minutes"], 1)
+
+
+def test_an_ensemble_is_a_teacher_whose_softened_probabilities_are_the_members_mean():
+    from ifhe.train import ensemble_logits
+
+    a, b = torch.randn(5, 10), torch.randn(5, 10)
+    for T in (1.0, 4.0):
+        mixed = F.softmax(ensemble_logits([a, b], T) / T, dim=1)
+        assert torch.allclose(mixed, (F.softmax(a / T, 1) + F.softmax(b / T, 1)) / 2, atol=1e-6)
+    assert torch.allclose(F.softmax(ensemble_logits([a], 1.0), 1), F.softmax(a, 1), atol=1e-6)
+
+
+def test_the_distillation_weight_moves_the_loss_from_the_labels_to_the_teachers():
+    from dataclasses import replace
+
+    from ifhe.losses import kd_kl
+    from ifhe.train import supervised_loss
+
+    s, t, y = torch.randn(6, 10), torch.randn(6, 10), torch.randint(10, (6,))
+    ce = F.cross_entropy(s, y, label_smoothing=CFG.label_smoothing)
+    assert torch.allclose(supervised_loss(s, y, CFG), ce)
+    assert torch.allclose(supervised_loss(s, y, replace(CFG, distill_weight=0.0), t), ce)
+    assert torch.allclose(supervised_loss(s, y, replace(CFG, distill_weight=1.0), t), kd_kl(s, t, T=4.0))
+    with pytest.raises(IfheError, match="distill_weight"):
+        replace(CFG, distill_weight=1.5).validate()
+    with pytest.raises(IfheError, match="names no teacher"):
+        replace(CFG, distill_from=" , ").validate()
+
+
+def test_distilling_from_zoo_and_file_teachers_records_them_and_counts_their_compute_once(
+        synthetic_cifar, tmp_path, monkeypatch):
+    from ifhe import catalog
+    from ifhe.cli import main
+    from ifhe.fileio import read_meta
+    monkeypatch.setattr(catalog, "PRETRAINED_DIR", tmp_path / "zoo")
+    base = ["train-teacher", "--arch", "wrn16_1", "--epochs", "1", "--batch-size", "64", "--threads", "1",
+            "--data", str(synthetic_cifar), "--precision", "fp32"]
+    assert main(base + ["--out", str(tmp_path / "a"), "--publish", "t"]) == 0
+    assert main(base + ["--out", str(tmp_path / "b"), "--seed", "1", "--publish", "other"]) == 0
+    first, other = catalog.read_manifest()["t"], catalog.read_manifest()["other"]
+    copy = tmp_path / "other.safetensors"   # a model taken out of the zoo keeps its provenance in the file
+    copy.write_bytes((tmp_path / "zoo" / "other.safetensors").read_bytes())
+    assert read_meta(copy)["cpu_minutes"] == other["cpu_minutes"]
+    assert main(base + ["--out", str(tmp_path / "c"), "--init-from", "t", "--max-lr", "0.01", "--replace-better",
+                        "--distill-from", f"t,{copy}", "--publish", "t"]) == 0
+    third = catalog.read_manifest()["t"]
+    assert [d.get("zoo") or d.get("file") for d in third["distilled_from"]] == ["t", str(copy)]
+    assert third["distilled_from"][0]["sha256"] == first["sha256"]
+    # t is both the starting point and a teacher: its compute once, then the other teacher's, then this stage's
+    stages = third["stage_cpu_minutes"]
+    assert len(stages) == 3 and stages[:2] == [first["cpu_minutes"], other["cpu_minutes"]]
+    assert third["cpu_minutes"] == pytest.approx(sum(stages), abs=0.06)
+    assert any("Hinton" in s for s in third["recipe_sources"])
+    assert "--distill-from" in third["recipe"] and "--replace-better" not in third["recipe"]
+
+
+def test_publishing_refuses_to_replace_a_better_shipped_model(synthetic_cifar, tmp_path, monkeypatch, capsys):
+    from ifhe import catalog
+    from ifhe.cli import main
+    monkeypatch.setattr(catalog, "PRETRAINED_DIR", tmp_path / "zoo")
+    base = ["train-teacher", "--arch", "wrn16_1", "--epochs", "1", "--batch-size", "64", "--threads", "1",
+            "--data", str(synthetic_cifar), "--precision", "fp32", "--publish", "t"]
+    assert main(base + ["--out", str(tmp_path / "a")]) == 0
+    record = catalog.read_manifest()["t"]
+    catalog.write_record("t", record | {"test_accuracy": 100.0})   # a shipped model nothing can beat
+    before = (tmp_path / "zoo" / "t.safetensors").read_bytes()
+    worse = base + ["--out", str(tmp_path / "b"), "--seed", "1"]
+    assert main(worse) == 1
+    assert "not published" in capsys.readouterr().out
+    assert (tmp_path / "zoo" / "t.safetensors").read_bytes() == before
+    assert main(worse + ["--resume", "--replace-better"]) == 0    # the finished run is published, not retrained
+    assert catalog.read_manifest()["t"]["sha256"] != record["sha256"]

@@ -21,6 +21,12 @@ def register(sub) -> None:
     t.add_argument("--cutout", type=int, help="side of the square each training image loses (8 in Page's recipe; 0 off)")
     t.add_argument("--seed", type=int)
     t.add_argument("--init-from", dest="init_from", help="start from these weights (zoo name or .safetensors)")
+    t.add_argument("--distill-from", dest="distill_from", metavar="TEACHERS",
+                   help="comma-separated zoo names or .safetensors files: learn from their ensemble's softened "
+                        "probabilities as well as the labels (ensemble distillation)")
+    t.add_argument("--distill-temperature", dest="distill_temperature", type=float)
+    t.add_argument("--distill-weight", dest="distill_weight", type=float,
+                   help="share of the KD term in the loss (default 0.9; the rest is cross-entropy)")
     t.add_argument("--schedule", choices=SCHEDULES,
                    help="one_cycle (default): warm-up then cosine; swa: constant --max-lr, the weights at the end "
                         "of every epoch averaged (a fine-tuning stage after --init-from)")
@@ -30,6 +36,8 @@ def register(sub) -> None:
     t.add_argument("--out", required=True)
     t.add_argument("--resume", action="store_true", help="continue the run in --out after a kill")
     t.add_argument("--publish", metavar="NAME", help="when finished, add to pretrained/ under NAME")
+    t.add_argument("--replace-better", dest="replace_better", action="store_true",
+                   help="let --publish replace a shipped model of the same name that scored higher")
     t.add_argument("--role", choices=catalog.ROLES, default="teacher",
                    help="how --publish lists it: a teacher (default), or a scratch-trained student to compare against")
     t.add_argument("--device")
@@ -42,7 +50,6 @@ def register(sub) -> None:
 def command(a) -> int:
     from ..device import set_cpu_threads
     from ..train import TrainConfig, train_classifier
-    from ..zoo import publish
 
     set_cpu_threads(a.threads)
     names = {f.name for f in fields(TrainConfig)}
@@ -50,26 +57,70 @@ def command(a) -> int:
     result = train_classifier(cfg, a.out, data=a.data, resume=a.resume, device=a.device)
     print(f"test accuracy {result['test_acc']:.2f}% after {result['epochs_done']:.2f} epochs")
     if a.publish and result["finished"]:
-        recipe = command_line("train-teacher", a.argv, drop=("--resume",))
-        epochs = cfg.epochs
-        earlier = catalog.read_manifest().get(cfg.init_from) if cfg.init_from else None
-        import torch
-
-        from ..train import RECIPE_SOURCES
-        cost = {"cpu_minutes": round(result["cpu_minutes"], 1), "wall_minutes": round(result["wall_minutes"], 1),
-                "threads": torch.get_num_threads(), "precision": result["precision"],
-                "recipe_sources": list(RECIPE_SOURCES)}
-        if earlier:  # a fine-tuning stage of a zoo model: keep the whole history, and count all of its compute
-            recipe, epochs = f"{earlier['recipe']} && {recipe}", earlier["epochs"] + cfg.epochs
-            cost["stage_cpu_minutes"] = [*earlier.get("stage_cpu_minutes", [earlier.get("cpu_minutes")]),
-                                         cost["cpu_minutes"]]
-            if all(m is not None for m in cost["stage_cpu_minutes"]):
-                cost["cpu_minutes"] = round(sum(cost["stage_cpu_minutes"]), 1)
-            else:  # an earlier stage did not record its compute: the total is unknown, not this stage's
-                cost["cpu_minutes"] = None
-            cost["wall_minutes"] = round(earlier["wall_minutes"] + cost["wall_minutes"], 1) \
-                if earlier.get("wall_minutes") is not None else None
-        entry = publish(result["model"], a.publish, cfg.dataset, result["test_acc"], epochs, recipe, role=a.role,
-                        extra=cost)
+        shipped = catalog.read_manifest().get(a.publish)
+        if shipped and not a.replace_better and result["test_acc"] < shipped.get("test_accuracy", 0):
+            print(f"not published: {a.publish} is shipped at {shipped['test_accuracy']:.2f}%, this model scored "
+                  f"{result['test_acc']:.2f}% (its weights stay in {a.out}: the same command with --resume --replace-better publishes it)")
+            return 1
+        entry = publish_result(result, cfg, a)
         print(f"published {a.publish}: {entry['file']} sha256 {entry['sha256'][:12]}")
     return 0
+
+
+def distill_provenance(cfg) -> list[dict]:
+    """Where each --distill-from teacher came from: its checksum, accuracy, recipe and compute, from the zoo's
+    manifest or the file's own metadata (what is not recorded stays out)."""
+    from ..checkpoint import sha256_file
+    from ..fileio import read_meta
+    from ..train import distill_sources
+
+    out = []
+    for src in distill_sources(cfg):
+        if catalog.is_file_ref(src):
+            meta = read_meta(src)
+            record = {"file": src, "sha256": sha256_file(src)}
+        else:
+            meta = catalog.entry(src)
+            record = {"zoo": src, "sha256": meta["sha256"]}
+        out.append(record | {k: meta[k] for k in ("test_accuracy", "epochs", "recipe", "cpu_minutes",
+                                                  "wall_minutes") if k in meta})
+    return out
+
+
+def publish_result(result: dict, cfg, a) -> dict:
+    """The manifest record of a finished training: its recipe (with the stages it continued), and its compute,
+    every earlier stage and every distillation teacher counted once."""
+    import torch
+
+    from ..train import DISTILL_SOURCES, RECIPE_SOURCES
+    from ..zoo import publish
+
+    recipe = command_line("train-teacher", a.argv, drop=("--resume", "--replace-better"))
+    epochs = cfg.epochs
+    earlier = catalog.read_manifest().get(cfg.init_from) if cfg.init_from else None
+    cost = {"cpu_minutes": round(result["cpu_minutes"], 1), "wall_minutes": round(result["wall_minutes"], 1),
+            "threads": torch.get_num_threads(), "precision": result["precision"],
+            "recipe_sources": list(RECIPE_SOURCES) + (list(DISTILL_SOURCES) if cfg.distill_from else [])}
+    stages = [cost["cpu_minutes"]]
+    walls = [cost["wall_minutes"]]
+    if earlier:  # a fine-tuning stage of a zoo model: keep the whole history, and count all of its compute
+        recipe, epochs = f"{earlier['recipe']} && {recipe}", earlier["epochs"] + cfg.epochs
+        stages = [*earlier.get("stage_cpu_minutes", [earlier.get("cpu_minutes")]), *stages]
+        walls.append(earlier.get("wall_minutes"))
+    if cfg.distill_from:
+        cost["distilled_from"] = distill_provenance(cfg)
+        counted = {earlier["sha256"]} if earlier else set()
+        for teacher in cost["distilled_from"]:  # a teacher that is also the starting point is counted once
+            if teacher["sha256"] not in counted:
+                counted.add(teacher["sha256"])
+                stages.insert(-1, teacher.get("cpu_minutes"))
+                walls.append(teacher.get("wall_minutes"))
+    if len(stages) > 1:
+        cost["stage_cpu_minutes"] = stages
+        # an earlier stage that did not record its compute makes the total unknown, not this stage's
+        cost["cpu_minutes"] = round(sum(stages), 1) if all(m is not None for m in stages) else None
+        cost["wall_minutes"] = round(sum(walls), 1) if all(m is not None for m in walls) else None
+    return publish(result["model"], a.publish, cfg.dataset, result["test_acc"], epochs, recipe, role=a.role,
+                   extra=cost)
+
+
