@@ -265,6 +265,18 @@ def test_distilling_from_zoo_and_file_teachers_records_them_and_counts_their_com
     assert third["cpu_minutes"] == pytest.approx(sum(stages), abs=0.06)
     assert any("Hinton" in s for s in third["recipe_sources"])
     assert "--distill-from" in third["recipe"] and "--replace-better" not in third["recipe"]
+    # a later stage distilling from the same two teachers again adds only its own compute
+    assert main(base + ["--out", str(tmp_path / "d"), "--init-from", "t", "--max-lr", "0.01", "--replace-better",
+                        "--distill-from", f"other,{copy}", "--publish", "t"]) == 0
+    fourth = catalog.read_manifest()["t"]
+    assert fourth["stage_cpu_minutes"][:-1] == stages
+    assert [d["sha256"] for d in fourth["distilled_from"]] == [first["sha256"], other["sha256"]]
+    # a stage without distillation keeps the model's history of teachers
+    assert main(base + ["--out", str(tmp_path / "e"), "--init-from", "t", "--max-lr", "0.01", "--replace-better",
+                        "--publish", "t"]) == 0
+    assert catalog.read_manifest()["t"]["distilled_from"] == fourth["distilled_from"]
+    assert any("Hinton" in s for s in catalog.read_manifest()["t"]["recipe_sources"])
+    assert fourth["cpu_minutes"] == pytest.approx(sum(fourth["stage_cpu_minutes"]), abs=0.06)
 
 
 def test_publishing_refuses_to_replace_a_better_shipped_model(synthetic_cifar, tmp_path, monkeypatch, capsys):

@@ -100,21 +100,27 @@ def publish_result(result: dict, cfg, a) -> dict:
     earlier = catalog.read_manifest().get(cfg.init_from) if cfg.init_from else None
     cost = {"cpu_minutes": round(result["cpu_minutes"], 1), "wall_minutes": round(result["wall_minutes"], 1),
             "threads": torch.get_num_threads(), "precision": result["precision"],
-            "recipe_sources": list(RECIPE_SOURCES) + (list(DISTILL_SOURCES) if cfg.distill_from else [])}
+            "recipe_sources": list(RECIPE_SOURCES)}
     stages = [cost["cpu_minutes"]]
     walls = [cost["wall_minutes"]]
     if earlier:  # a fine-tuning stage of a zoo model: keep the whole history, and count all of its compute
         recipe, epochs = f"{earlier['recipe']} && {recipe}", earlier["epochs"] + cfg.epochs
         stages = [*earlier.get("stage_cpu_minutes", [earlier.get("cpu_minutes")]), *stages]
         walls.append(earlier.get("wall_minutes"))
-    if cfg.distill_from:
-        cost["distilled_from"] = distill_provenance(cfg)
-        counted = {earlier["sha256"]} if earlier else set()
-        for teacher in cost["distilled_from"]:  # a teacher that is also the starting point is counted once
-            if teacher["sha256"] not in counted:
-                counted.add(teacher["sha256"])
-                stages.insert(-1, teacher.get("cpu_minutes"))
-                walls.append(teacher.get("wall_minutes"))
+    # every teacher the model's stages learned from, once each; their compute is counted once too, and the
+    # starting point's compute already holds its own teachers'
+    history = list(earlier.get("distilled_from", [])) if earlier else []
+    counted = {earlier["sha256"], *(d["sha256"] for d in history)} if earlier else set()
+    for teacher in distill_provenance(cfg) if cfg.distill_from else []:
+        if teacher["sha256"] not in {d["sha256"] for d in history}:
+            history.append(teacher)
+        if teacher["sha256"] not in counted:
+            counted.add(teacher["sha256"])
+            stages.insert(-1, teacher.get("cpu_minutes"))
+            walls.append(teacher.get("wall_minutes"))
+    if history:
+        cost["distilled_from"] = history
+        cost["recipe_sources"] += DISTILL_SOURCES
     if len(stages) > 1:
         cost["stage_cpu_minutes"] = stages
         # an earlier stage that did not record its compute makes the total unknown, not this stage's
