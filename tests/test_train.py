@@ -251,6 +251,9 @@ def test_distilling_from_zoo_and_file_teachers_records_them_and_counts_their_com
     assert main(base + ["--out", str(tmp_path / "a"), "--publish", "t"]) == 0
     assert main(base + ["--out", str(tmp_path / "b"), "--seed", "1", "--publish", "other"]) == 0
     first, other = catalog.read_manifest()["t"], catalog.read_manifest()["other"]
+    left = read_meta(tmp_path / "b" / "model.safetensors")   # every finished training leaves its model in --out
+    assert {k: left[k] for k in ("test_accuracy", "recipe", "cpu_minutes")} == \
+        {k: other[k] for k in ("test_accuracy", "recipe", "cpu_minutes")}
     copy = tmp_path / "other.safetensors"   # a model taken out of the zoo keeps its provenance in the file
     copy.write_bytes((tmp_path / "zoo" / "other.safetensors").read_bytes())
     assert read_meta(copy)["cpu_minutes"] == other["cpu_minutes"]

@@ -3,6 +3,7 @@ adds the finished model to the zoo."""
 from __future__ import annotations
 
 from dataclasses import fields
+from pathlib import Path
 
 from .. import catalog
 from ..config import SCHEDULES, SWA_BN
@@ -56,6 +57,8 @@ def command(a) -> int:
     cfg = TrainConfig(**{k: v for k, v in vars(a).items() if k in names and v is not None})
     result = train_classifier(cfg, a.out, data=a.data, resume=a.resume, device=a.device)
     print(f"test accuracy {result['test_acc']:.2f}% after {result['epochs_done']:.2f} epochs")
+    if result["finished"]:
+        print(f"weights with their provenance: {save_finished(result, cfg, a)}")
     if a.publish and result["finished"]:
         shipped = catalog.read_manifest().get(a.publish)
         if shipped and not a.replace_better and result["test_acc"] < shipped.get("test_accuracy", 0):
@@ -87,13 +90,12 @@ def distill_provenance(cfg) -> list[dict]:
     return out
 
 
-def publish_result(result: dict, cfg, a) -> dict:
-    """The manifest record of a finished training: its recipe (with the stages it continued), and its compute,
+def provenance(result: dict, cfg, a) -> tuple[str, float, dict]:
+    """(recipe, epochs, cost) of a finished training: its recipe with the stages it continued, and its compute,
     every earlier stage and every distillation teacher counted once."""
     import torch
 
     from ..train import DISTILL_SOURCES, RECIPE_SOURCES
-    from ..zoo import publish
 
     recipe = command_line("train-teacher", a.argv, drop=("--resume", "--replace-better"))
     epochs = cfg.epochs
@@ -126,7 +128,27 @@ def publish_result(result: dict, cfg, a) -> dict:
         # an earlier stage that did not record its compute makes the total unknown, not this stage's
         cost["cpu_minutes"] = round(sum(stages), 1) if all(m is not None for m in stages) else None
         cost["wall_minutes"] = round(sum(walls), 1) if all(m is not None for m in walls) else None
+    return recipe, epochs, cost
+
+
+def publish_result(result: dict, cfg, a) -> dict:
+    """The manifest record of a finished training (see `provenance`)."""
+    from ..zoo import publish
+
+    recipe, epochs, cost = provenance(result, cfg, a)
     return publish(result["model"], a.publish, cfg.dataset, result["test_acc"], epochs, recipe, role=a.role,
                    extra=cost)
+
+
+def save_finished(result: dict, cfg, a) -> Path:
+    """`OUT/model.safetensors`: the finished model with its provenance, usable as --init-from or --distill-from
+    (or by `ifhe evaluate`) without entering the zoo."""
+    from ..zoo import FILE_PROVENANCE, save_model
+
+    recipe, epochs, cost = provenance(result, cfg, a)
+    meta = {"test_accuracy": round(result["test_acc"], 2), "epochs": epochs, "recipe": recipe} | cost
+    path = Path(a.out) / "model.safetensors"
+    save_model(path, result["model"], cfg.dataset, {k: meta[k] for k in FILE_PROVENANCE if k in meta})
+    return path
 
 
