@@ -272,10 +272,11 @@ def _start(cfg: TrainConfig, ckpt_path: Path, nc: int, dev: torch.device, resume
             t.average = state["swa"]
     elif cfg.init_from:
         model.load_state_dict(initial_weights(cfg.init_from, cfg.arch, cfg.dataset).state_dict())
-    t.teachers = [resolve_teacher(src, device=dev, dataset=cfg.dataset) for src in distill_sources(cfg)]
-    for src, m in zip(distill_sources(cfg), t.teachers):
-        if m.num_classes != nc:
-            raise IfheError(f"distill_from {src}: {m.num_classes} classes, the training has {nc}")
+    for src in distill_sources(cfg):
+        teacher = resolve_teacher(src, device=dev, dataset=cfg.dataset)
+        if teacher.num_classes != nc:
+            raise IfheError(f"distill_from {src}: {teacher.num_classes} classes, the training has {nc}")
+        t.teachers.append(teacher)
     return t
 
 

@@ -113,6 +113,15 @@ def teacher_or_random(name: str, arch: str, device: torch.device | str = "cpu",
 FILE_PROVENANCE = ("test_accuracy", "epochs", "recipe", "cpu_minutes", "wall_minutes", "threads", "precision")
 
 
+def save_with_provenance(path: str | os.PathLike, model: nn.Module, dataset: str, accuracy: float, epochs: float,
+                         recipe: str, extra: dict | None = None) -> dict:
+    """Write a trained model with its provenance (FILE_PROVENANCE) in the file's own metadata, so a copy taken
+    out of the zoo still says what it scored and cost; returns the whole provenance (`extra` included)."""
+    provenance = {"test_accuracy": round(accuracy, 2), "epochs": epochs, "recipe": recipe} | (extra or {})
+    save_model(path, model, dataset, {k: provenance[k] for k in FILE_PROVENANCE if k in provenance})
+    return provenance
+
+
 def publish(model: nn.Module, name: str, dataset: str, accuracy: float, epochs: float, recipe: str,
             root: Path | None = None, extra: dict | None = None, role: str = "teacher") -> dict:
     """Write `<name>.safetensors` and its manifest record (atomic; other records are kept).
@@ -125,9 +134,7 @@ def publish(model: nn.Module, name: str, dataset: str, accuracy: float, epochs: 
         raise IfheError(f"model has {model.num_classes} classes, {dataset} has {NUM_CLASSES.get(dataset)}")
     catalog.folder(root).mkdir(parents=True, exist_ok=True)
     path = catalog.path_of(f"{name}.safetensors", root)
-    provenance = {"test_accuracy": round(accuracy, 2), "epochs": epochs, "recipe": recipe} | (extra or {})
-    # the file carries its own provenance too, so a copy taken out of the zoo still says what it cost
-    save_model(path, model, dataset, {k: provenance[k] for k in FILE_PROVENANCE if k in provenance})
+    provenance = save_with_provenance(path, model, dataset, accuracy, epochs, recipe, extra)
     entry = {"file": path.name, "arch": model.arch, "dataset": dataset, "num_classes": model.num_classes,
              "normalization": {"mean": normalization(dataset)[0], "std": normalization(dataset)[1]},
              "sha256": sha256_file(path), "role": role} | provenance

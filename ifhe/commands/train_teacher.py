@@ -57,15 +57,17 @@ def command(a) -> int:
     cfg = TrainConfig(**{k: v for k, v in vars(a).items() if k in names and v is not None})
     result = train_classifier(cfg, a.out, data=a.data, resume=a.resume, device=a.device)
     print(f"test accuracy {result['test_acc']:.2f}% after {result['epochs_done']:.2f} epochs")
-    if result["finished"]:
-        print(f"weights with their provenance: {save_finished(result, cfg, a)}")
-    if a.publish and result["finished"]:
+    if not result["finished"]:
+        return 0
+    origin = provenance(result, cfg, a)   # once: it hashes every distillation teacher's file
+    print(f"weights with their provenance: {save_finished(result, cfg, a.out, origin)}")
+    if a.publish:
         shipped = catalog.read_manifest().get(a.publish)
         if shipped and not a.replace_better and result["test_acc"] < shipped.get("test_accuracy", 0):
             print(f"not published: {a.publish} is shipped at {shipped['test_accuracy']:.2f}%, this model scored "
                   f"{result['test_acc']:.2f}% (its weights stay in {a.out}: the same command with --resume --replace-better publishes it)")
             return 1
-        entry = publish_result(result, cfg, a)
+        entry = publish_result(result, cfg, a, origin)
         print(f"published {a.publish}: {entry['file']} sha256 {entry['sha256'][:12]}")
     return 0
 
@@ -131,24 +133,21 @@ def provenance(result: dict, cfg, a) -> tuple[str, float, dict]:
     return recipe, epochs, cost
 
 
-def publish_result(result: dict, cfg, a) -> dict:
-    """The manifest record of a finished training (see `provenance`)."""
+def publish_result(result: dict, cfg, a, origin: tuple[str, float, dict]) -> dict:
+    """The manifest record of a finished training, from its `provenance`."""
     from ..zoo import publish
 
-    recipe, epochs, cost = provenance(result, cfg, a)
+    recipe, epochs, cost = origin
     return publish(result["model"], a.publish, cfg.dataset, result["test_acc"], epochs, recipe, role=a.role,
                    extra=cost)
 
 
-def save_finished(result: dict, cfg, a) -> Path:
-    """`OUT/model.safetensors`: the finished model with its provenance, usable as --init-from or --distill-from
+def save_finished(result: dict, cfg, out: str, origin: tuple[str, float, dict]) -> Path:
+    """`OUT/model.safetensors`: the finished model with its `provenance`, usable as --init-from or --distill-from
     (or by `ifhe evaluate`) without entering the zoo."""
-    from ..zoo import FILE_PROVENANCE, save_model
+    from ..zoo import save_with_provenance
 
-    recipe, epochs, cost = provenance(result, cfg, a)
-    meta = {"test_accuracy": round(result["test_acc"], 2), "epochs": epochs, "recipe": recipe} | cost
-    path = Path(a.out) / "model.safetensors"
-    save_model(path, result["model"], cfg.dataset, {k: meta[k] for k in FILE_PROVENANCE if k in meta})
+    recipe, epochs, cost = origin
+    path = Path(out) / "model.safetensors"
+    save_with_provenance(path, result["model"], cfg.dataset, result["test_acc"], epochs, recipe, cost)
     return path
-
-
