@@ -393,6 +393,7 @@ def train_classifier(cfg: TrainConfig, out: str | Path, data: str | None = None,
     log.keep(lambda r: r.get("epoch", 0) <= t.step // steps_per_epoch)
     bar = tqdm(total=total, initial=t.step, disable=not progress, unit="step", dynamic_ncols=True)
     meter = _EpochMeter(dev)
+    first_step = t.step
     t.model.train()
     while t.step < min(total, max_steps if max_steps is not None else total):
         xb, yb = _batch(train_set, cfg, t, steps_per_epoch, norm, dev)
@@ -412,7 +413,9 @@ def train_classifier(cfg: TrainConfig, out: str | Path, data: str | None = None,
             _save(t, cfg, ckpt_path)
         elif t.step % cfg.checkpoint_every == 0:
             _save(t, cfg, ckpt_path)
-    _save(t, cfg, ckpt_path)
+    if t.step != first_step:
+        # resuming a finished run rewrites nothing: its checkpoint may be a committed snapshot (README)
+        _save(t, cfg, ckpt_path)
     bar.close()
     return _finish(t, cfg, train_set, test_set, norm, dev, total, steps_per_epoch, log)
 

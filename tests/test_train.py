@@ -20,6 +20,11 @@ def test_resume_after_kill_matches_uninterrupted_run(synthetic_cifar, tmp_path, 
     assert first["step"] == 13 and not first["finished"]
     resumed = train_classifier(cfg, tmp_path / "cut", data=synthetic_cifar, progress=False, resume=True)
     assert resumed["finished"] and resumed["step"] == full["step"] == 20
+    # resuming a finished run leaves its checkpoint as it is (a committed snapshot stays unmodified)
+    ckpt = (tmp_path / "cut" / "checkpoint.safetensors")
+    written, mtime = ckpt.read_bytes(), ckpt.stat().st_mtime_ns
+    again = train_classifier(cfg, tmp_path / "cut", data=synthetic_cifar, progress=False, resume=True)
+    assert again["finished"] and ckpt.read_bytes() == written and ckpt.stat().st_mtime_ns == mtime
     for (k, a), b in zip(full["model"].state_dict().items(), resumed["model"].state_dict().values()):
         torch.testing.assert_close(a, b, msg=k)
     epochs = [json.loads(l)["epoch"] for l in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
@@ -280,6 +285,20 @@ def test_distilling_from_zoo_and_file_teachers_records_them_and_counts_their_com
     assert catalog.read_manifest()["t"]["distilled_from"] == fourth["distilled_from"]
     assert any("Hinton" in s for s in catalog.read_manifest()["t"]["recipe_sources"])
     assert fourth["cpu_minutes"] == pytest.approx(sum(fourth["stage_cpu_minutes"]), abs=0.06)
+    # the model file of a finished run written again (`--resume`, other metadata bytes) is the same training
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+    rewritten = tmp_path / "rewritten.safetensors"
+    with safe_open(str(copy), "pt") as f:
+        header = f.metadata()
+    save_file(load_file(str(copy)), str(rewritten), metadata={**header, "written_by": "a later version"})
+    assert rewritten.read_bytes() != copy.read_bytes()
+    before = catalog.read_manifest()["t"]
+    assert main(base + ["--out", str(tmp_path / "f"), "--init-from", "t", "--max-lr", "0.01", "--replace-better",
+                        "--distill-from", str(rewritten), "--publish", "t"]) == 0
+    fifth = catalog.read_manifest()["t"]
+    assert fifth["stage_cpu_minutes"][:-1] == before["stage_cpu_minutes"]
+    assert fifth["distilled_from"] == before["distilled_from"]
 
 
 def test_publishing_refuses_to_replace_a_better_shipped_model(synthetic_cifar, tmp_path, monkeypatch, capsys):

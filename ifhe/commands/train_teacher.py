@@ -92,6 +92,16 @@ def distill_provenance(cfg) -> list[dict]:
     return out
 
 
+def same_training(a: dict, b: dict) -> bool:
+    """Whether two provenance records describe one training: the same file, or the same recorded recipe, accuracy
+    and compute (the model file of a finished run rewritten by `--resume` carries other metadata bytes, so another
+    checksum, but its compute was spent once)."""
+    if a.get("sha256") and a.get("sha256") == b.get("sha256"):
+        return True
+    keys = ("recipe", "test_accuracy", "cpu_minutes")
+    return all(a.get(k) is not None for k in keys) and all(a.get(k) == b.get(k) for k in keys)
+
+
 def provenance(result: dict, cfg, a) -> tuple[str, float, dict]:
     """(recipe, epochs, cost) of a finished training: its recipe with the stages it continued, and its compute,
     every earlier stage and every distillation teacher counted once."""
@@ -114,12 +124,12 @@ def provenance(result: dict, cfg, a) -> tuple[str, float, dict]:
     # every teacher the model's stages learned from, once each; their compute is counted once too, and the
     # starting point's compute already holds its own teachers'
     history = list(earlier.get("distilled_from", [])) if earlier else []
-    counted = {earlier["sha256"], *(d["sha256"] for d in history)} if earlier else set()
+    counted = [earlier, *history] if earlier else []
     for teacher in distill_provenance(cfg) if cfg.distill_from else []:
-        if teacher["sha256"] not in {d["sha256"] for d in history}:
+        if not any(same_training(teacher, d) for d in history):
             history.append(teacher)
-        if teacher["sha256"] not in counted:
-            counted.add(teacher["sha256"])
+        if not any(same_training(teacher, d) for d in counted):
+            counted.append(teacher)
             stages.insert(-1, teacher.get("cpu_minutes"))
             walls.append(teacher.get("wall_minutes"))
     if history:
