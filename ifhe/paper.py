@@ -48,16 +48,27 @@ NOTE = ("Paper: full-scale runs on a GPU (CMI's schedule: batch 256, 200 iterati
         "numbers are comparable only in their ordering, not in their level.")
 
 
-def headline_figures() -> dict[str, float]:
-    """CIFAR-10, WRN40-2 -> WRN16-1, by our row names (methods and sweep variants): the column our tables sit
-    beside."""
-    col = {row: TABLE["cifar10"][row][0] for row in ROWS}
+def pair_figures(teacher_arch: str, student_arch: str, dataset: str = "cifar10") -> tuple[str, dict] | None:
+    """The paper's column for this teacher/student pair by our row names (methods and sweep variants), with the
+    pair's label; None where the paper has no such pair. The ablations (alpha, "+ IFHE") are the headline pair's
+    only, on CIFAR-10."""
+    if (teacher_arch, student_arch) not in PAIR_ARCHS or dataset not in TABLE:
+        return None
+    i = PAIR_ARCHS.index((teacher_arch, student_arch))
+    col = {row: TABLE[dataset][row][i] for row in ROWS}
     out = {"teacher": col["Teacher"], "student (scratch)": col["Student"]}
     out |= {method: col[row] for row, method in ROW_METHOD.items()}
-    out |= {f"ifhe-a{a:g}": acc for a, acc in zip(ALPHAS, ALPHA_ABLATION["cifar10"]) if a in (0.0, 0.5, 1.0)}
-    out["dafl+ifhe"] = ORTHOGONALITY["DAFL + IFHE"]
-    out["dfq+ifhe"] = ORTHOGONALITY["DFQ + IFHE"]
-    return out
+    if i == 0 and dataset == "cifar10":
+        out |= {f"ifhe-a{a:g}": acc for a, acc in zip(ALPHAS, ALPHA_ABLATION["cifar10"]) if a in (0.0, 0.5, 1.0)}
+        out["dafl+ifhe"] = ORTHOGONALITY["DAFL + IFHE"]
+        out["dfq+ifhe"] = ORTHOGONALITY["DFQ + IFHE"]
+    return PAIRS[i].replace("/", " → "), out
+
+
+def headline_figures() -> dict[str, float]:
+    """CIFAR-10, WRN40-2 -> WRN16-1, by our row names: the column our tables sit beside where the paper has no
+    column for the pair measured."""
+    return pair_figures(*PAIR_ARCHS[0])[1]
 
 
 NOTES = {"deepinversion": "the paper has no plain DeepInversion row; its ADI row (DeepInversion + the adversarial "

@@ -15,7 +15,7 @@ from .config import reference_kd_passes
 from .fileio import atomic_write_text, json_safe
 from .machine import DEFAULT_TOLERANCE
 from .stats import Interval
-from .sweep_stats import (PAPER_CIFAR10_WRN40_2_WRN16_1, PAPER_NOTES, analyze, calibration_text, cell_id, curve_bands,
+from .sweep_stats import (PAPER_NOTES, paper_column, analyze, calibration_text, cell_id, curve_bands,
                           pairs_and_variants, time_unit)
 
 
@@ -100,6 +100,16 @@ def table_markdown(summaries: list[dict], zoo: dict[str, dict], budget_minutes: 
     return "\n".join(lines) + "\n"
 
 
+def _teacher_accuracy(pair: str, summaries: list[dict], zoo: dict[str, dict]) -> str:
+    """The shipped teacher's accuracy, if it is the teacher the cells ran with (a teacher replaced since is named by
+    its checksum: the manifest no longer holds its accuracy)."""
+    entry = zoo.get(pair.rpartition("-")[0], {})
+    used = {s.get("teacher_sha256") for s in summaries if s["pair"] == pair} - {None}
+    if used and used != {entry.get("sha256")}:
+        return "sha256 " + ", ".join(sorted(u[:12] for u in used)) + " (since replaced)"
+    return str(entry.get("test_accuracy", "–"))
+
+
 def _paper_table(summaries: list[dict], zoo: dict[str, dict], budget_minutes: float, analysis: dict) -> list[str]:
     """Our mean ± std per variant and pair next to the paper's figure (rows marked † mix machines)."""
     pairs, variants = pairs_and_variants(summaries)
@@ -107,17 +117,22 @@ def _paper_table(summaries: list[dict], zoo: dict[str, dict], budget_minutes: fl
     mixed_row = {}
     for s in summaries:
         mixed_row.setdefault((s["pair"], s["variant"]), set()).add(cm.get(cell_id(s), ""))
+    # one paper column per distinct paper pair our pairs sit beside (the same architectures where the paper has them)
+    columns = list({label: figures for label, figures in (paper_column(p) for p in pairs)}.items())
     head = "| | " + " | ".join(f"{_pair_label(p, summaries)} (ours)" for p in pairs)
-    head += " | paper, WRN40-2 → WRN16-1 |"
-    lines = [head, "|---" * (len(pairs) + 2) + "|"]
-    teacher_row = ["teacher"] + [f"{zoo.get(p.rpartition('-')[0], {}).get('test_accuracy', '–')}" for p in pairs]
-    lines.append("| " + " | ".join(teacher_row) + f" | {PAPER_CIFAR10_WRN40_2_WRN16_1['teacher']} |")
+    head += "".join(f" | paper, {label}" for label, _ in columns) + " |"
+    lines = [head, "|---" * (len(pairs) + len(columns) + 1) + "|"]
+
+    def paper_cells(key: str, notes: dict | None = None) -> str:
+        return "".join(f" | {figures.get(key, (notes or {}).get(key, '–'))}" for _, figures in columns) + " |"
+
+    teacher_row = ["teacher"] + [_teacher_accuracy(p, summaries, zoo) for p in pairs]
+    lines.append("| " + " | ".join(teacher_row) + paper_cells("teacher"))
     scratch = []
     for p in pairs:
         teacher, student = p.rpartition("-")[0], p.rpartition("-")[2]
         scratch.append(str(zoo.get(f"{teacher.split('_', 1)[0]}_{student}", {}).get("test_accuracy", "–")))
-    lines.append("| student from scratch (real data) | " + " | ".join(scratch) +
-                 f" | {PAPER_CIFAR10_WRN40_2_WRN16_1['student (scratch)']} |")
+    lines.append("| student from scratch (real data) | " + " | ".join(scratch) + paper_cells("student (scratch)"))
     for v in variants:
         cells = []
         for p in pairs:
@@ -126,8 +141,7 @@ def _paper_table(summaries: list[dict], zoo: dict[str, dict], budget_minutes: fl
             mark = " †" if analysis["machines"]["mixed"] and (len(ms) > 1 or any("*" in m or m == "?" for m in ms)) \
                 else ""
             cells.append(_mean_std(accs) + (f" (n={len(accs)})" if len(accs) > 1 else "") + mark)
-        paper = PAPER_CIFAR10_WRN40_2_WRN16_1.get(v, PAPER_NOTES.get(v, "–"))
-        lines.append(f"| {v} | " + " | ".join(cells) + f" | {paper} |")
+        lines.append(f"| {v} | " + " | ".join(cells) + paper_cells(v, PAPER_NOTES))
     n_seeds = len({s["seed"] for s in summaries})
     n_images = {s.get("final_test_images") for s in summaries} - {None}
     images = f"all {n_images.pop():,} images" if len(n_images) == 1 else "the test images"

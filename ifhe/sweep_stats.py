@@ -14,7 +14,7 @@ import numpy as np
 from .errors import IfheError
 from .cpu import machine_label
 from .machine import DEFAULT_TOLERANCE, calibration_seconds, relative_difference, same_machine
-from .paper import ABLATION_PAIRS, NOTES as PAPER_NOTES, headline_figures
+from .paper import ABLATION_PAIRS, NOTES as PAPER_NOTES, headline_figures, pair_figures
 from .stats import mean_interval, paired_difference, t_quantile, verdict
 
 PAPER_CIFAR10_WRN40_2_WRN16_1 = headline_figures()
@@ -98,8 +98,20 @@ def pairs_and_variants(summaries: list[dict]) -> tuple[list[str], list[str]]:
     return list(dict.fromkeys(s["pair"] for s in summaries)), list(dict.fromkeys(s["variant"] for s in summaries))
 
 
-def paper_figure(variant: str):
-    return PAPER_CIFAR10_WRN40_2_WRN16_1.get(variant)
+def paper_column(pair: str | None = None) -> tuple[str, dict]:
+    """The paper's column a sweep's pair (`<dataset>_<teacher arch>-<student arch>`) is compared with: the same
+    architectures where the paper has them, else the headline pair's, WRN40-2 -> WRN16-1 on CIFAR-10."""
+    if pair:
+        teacher, _, student = pair.rpartition("-")
+        dataset, _, arch = teacher.partition("_")
+        found = pair_figures(arch, student, dataset)
+        if found:
+            return found
+    return "WRN40-2 → WRN16-1", PAPER_CIFAR10_WRN40_2_WRN16_1
+
+
+def paper_figure(variant: str, pair: str | None = None):
+    return paper_column(pair)[1].get(variant)
 
 
 def variant_stats(summaries: list[dict]) -> list[dict]:
@@ -113,18 +125,21 @@ def variant_stats(summaries: list[dict]) -> list[dict]:
             if not cells:
                 continue
             row = {"pair": p, "variant": v, "seeds": [s["seed"] for s in cells], "n": len(cells),
-                   "paper": paper_figure(v), "paper_note": PAPER_NOTES.get(v)}
+                   "paper": paper_figure(v, p), "paper_note": PAPER_NOTES.get(v)}
             for key in ("student_acc", "head_acc", "rounds", "kd_steps", "bank_size"):
                 row[key] = mean_interval([s.get(key) for s in cells]).as_dict()
             rows.append(row)
     return rows
 
 
-def paper_claim(a: str, b: str) -> tuple[int, str] | None:
-    """The sign the paper claims for A - B and a sentence saying so, where it reports both."""
-    pa, pb = ABLATION_PAIRS.get((a, b)) or (paper_figure(a), paper_figure(b))
-    if (b, a) in ABLATION_PAIRS:
-        pb, pa = ABLATION_PAIRS[(b, a)]
+def paper_claim(a: str, b: str, pair: str | None = None) -> tuple[int, str] | None:
+    """The sign the paper claims for A - B on `pair`'s paper column (`paper_column`) and a sentence saying so,
+    where it reports both."""
+    # the ablation table's baselines count only beside the column that has the ablations (the headline pair's)
+    ablations = ABLATION_PAIRS if "dafl+ifhe" in paper_column(pair)[1] else {}
+    pa, pb = ablations.get((a, b)) or (paper_figure(a, pair), paper_figure(b, pair))
+    if (b, a) in ablations:
+        pb, pa = ablations[(b, a)]
     if pa is None or pb is None or pa == pb:
         return None
     sign = 1 if pa > pb else -1
@@ -157,7 +172,7 @@ def paired_differences(summaries: list[dict], comparisons: list[tuple[str, str]]
                     continue
                 xa[seed], xb[seed] = by[a][seed].get("student_acc"), by[b][seed].get("student_acc")
             d = paired_difference(xa, xb)
-            claim = paper_claim(a, b)
+            claim = paper_claim(a, b, p)
             rows.append({"pair": p, "a": a, "b": b, "n": len(d.seeds), **d.as_dict(),
                          "excluded_seeds": excluded,
                          "claim": claim[1] if claim else None,

@@ -214,6 +214,27 @@ def test_table_mean_and_std():
     assert "Machine:** not recorded" in md
 
 
+def test_each_pair_sits_beside_the_papers_column_for_its_architectures():
+    from ifhe.paper import TABLE
+    from ifhe.sweep_stats import paper_claim
+    vgg, ours = "cifar10_vgg11_bn-resnet18", "cifar10_wrn16_2-wrn16_1"
+    s = [{"pair": p, "variant": v, "seed": i, "student_acc": a, "config": {"threads": 2}, "teacher_sha256": "ab" * 32}
+         for p in (vgg, ours) for v in ("ifhe", "cmi") for i, a in enumerate([30.0, 32.0])]
+    zoo = {"cifar10_vgg11_bn": {"test_accuracy": 90.1, "sha256": "cd" * 32},
+           "cifar10_wrn16_2": {"test_accuracy": 91.0, "sha256": "ab" * 32}}
+    md = table_markdown(s, zoo, 10)
+    head = next(l for l in md.splitlines() if l.startswith("| | "))
+    assert head.endswith("| paper, VGG11 → ResNet18 | paper, WRN40-2 → WRN16-1 |")
+    vgg_col = {row: TABLE["cifar10"][row][3] for row in ("Teacher", "CMI", "IFHE")}
+    assert f"| ifhe | 31.00 ± 1.41 (n=2) | 31.00 ± 1.41 (n=2) | {vgg_col['IFHE']} | 91.8 |" in md
+    # the VGG cells ran with a teacher the zoo has since replaced: its checksum, not the new model's accuracy
+    assert "| teacher | sha256 abababababab (since replaced) | 91.0 |" in md and "90.1" not in md
+    assert paper_claim("ifhe", "cmi", vgg)[1] == f"ifhe > cmi ({vgg_col['IFHE']} vs {vgg_col['CMI']})"
+    assert paper_claim("ifhe", "cmi", ours)[1] == "ifhe > cmi (91.8 vs 90.01)"
+    assert paper_claim("ifhe", "ifhe-a0", vgg) is None       # the ablations are the headline pair's only
+    assert paper_claim("ifhe", "ifhe-a0", ours)[1] == "ifhe > ifhe-a0 (91.8 vs 91.23)"
+
+
 def test_an_equal_steps_sweep_says_rounds_not_a_budget_that_never_bound():
     s = [{"pair": "cifar10_wrn16_2-wrn16_1", "variant": "ifhe", "seed": i, "student_acc": a, "rounds": 30,
           "reason": "rounds", "config": {"threads": 1}} for i, a in enumerate([50.0, 52.0])]
