@@ -110,7 +110,9 @@ def teacher_or_random(name: str, arch: str, device: torch.device | str = "cpu",
     return random_teacher(arch, dataset, device), f"random {arch} (no {name} published)"
 
 
-FILE_PROVENANCE = ("test_accuracy", "epochs", "recipe", "cpu_minutes", "wall_minutes", "threads", "precision")
+# with its stages and teachers, so a finished run's file continues a history as a zoo entry does (--init-from FILE)
+FILE_PROVENANCE = ("test_accuracy", "epochs", "recipe", "cpu_minutes", "wall_minutes", "threads", "precision",
+                   "stage_cpu_minutes", "distilled_from", "recipe_sources")
 
 
 def save_with_provenance(path: str | os.PathLike, model: nn.Module, dataset: str, accuracy: float, epochs: float,

@@ -218,6 +218,31 @@ def test_a_published_fine_tuning_stage_counts_the_compute_of_every_stage(synthet
     assert second["wall_minutes"] == round(second["wall_minutes"], 1)
 
 
+def test_a_stage_from_a_finished_runs_model_file_continues_its_history(synthetic_cifar, tmp_path, monkeypatch):
+    from ifhe import catalog
+    from ifhe.cli import main
+    from ifhe.models import create_model
+    from ifhe.zoo import save_model
+    monkeypatch.setattr(catalog, "PRETRAINED_DIR", tmp_path / "zoo")
+    base = ["train-teacher", "--arch", "wrn16_1", "--epochs", "1", "--batch-size", "64", "--threads", "1",
+            "--data", str(synthetic_cifar), "--precision", "fp32", "--max-lr", "0.01"]
+    assert main(base + ["--out", str(tmp_path / "a"), "--publish", "t"]) == 0
+    first = catalog.read_manifest()["t"]
+    assert main(base + ["--out", str(tmp_path / "b"), "--init-from", "t"]) == 0     # not published: a file only
+    assert main(base + ["--out", str(tmp_path / "c"), "--init-from", str(tmp_path / "b" / "model.safetensors"),
+                        "--publish", "t", "--replace-better"]) == 0
+    third = catalog.read_manifest()["t"]
+    assert third["epochs"] == 3 and third["recipe"].count(" && ") == 2
+    assert len(third["stage_cpu_minutes"]) == 3 and third["stage_cpu_minutes"][0] == first["cpu_minutes"]
+    assert third["cpu_minutes"] == pytest.approx(sum(third["stage_cpu_minutes"]), abs=0.06)
+    # weights that record no provenance: what made them is unknown, so is the total
+    plain = tmp_path / "plain.safetensors"
+    save_model(plain, create_model("wrn16_1", num_classes=10), "cifar10")
+    assert main(base + ["--out", str(tmp_path / "d"), "--init-from", str(plain), "--publish", "u"]) == 0
+    unknown = catalog.read_manifest()["u"]
+    assert unknown["cpu_minutes"] is None and unknown["stage_cpu_minutes"][0] is None and unknown["epochs"] == 1
+
+
 def test_an_ensemble_is_a_teacher_whose_softened_probabilities_are_the_members_mean():
     from ifhe.train import ensemble_logits
 

@@ -72,24 +72,24 @@ def command(a) -> int:
     return 0
 
 
+def model_record(ref: str) -> dict:
+    """What is recorded of a model named by zoo name or .safetensors file: its manifest entry, or the provenance in
+    the file's own metadata (`save_finished`), with the file's sha256."""
+    from ..checkpoint import sha256_file
+    from ..fileio import read_meta
+
+    if catalog.is_file_ref(ref):
+        return read_meta(ref) | {"file": ref, "sha256": sha256_file(ref)}
+    return catalog.entry(ref) | {"zoo": ref}
+
+
 def distill_provenance(cfg) -> list[dict]:
     """Where each --distill-from teacher came from: its checksum, accuracy, recipe and compute, from the zoo's
     manifest or the file's own metadata (what is not recorded stays out)."""
-    from ..checkpoint import sha256_file
-    from ..fileio import read_meta
     from ..train import distill_sources
 
-    out = []
-    for src in distill_sources(cfg):
-        if catalog.is_file_ref(src):
-            meta = read_meta(src)
-            record = {"file": src, "sha256": sha256_file(src)}
-        else:
-            meta = catalog.entry(src)
-            record = {"zoo": src, "sha256": meta["sha256"]}
-        out.append(record | {k: meta[k] for k in ("test_accuracy", "epochs", "recipe", "cpu_minutes",
-                                                  "wall_minutes") if k in meta})
-    return out
+    keep = ("zoo", "file", "sha256", "test_accuracy", "epochs", "recipe", "cpu_minutes", "wall_minutes")
+    return [{k: v for k, v in model_record(src).items() if k in keep} for src in distill_sources(cfg)]
 
 
 def same_training(a: dict, b: dict) -> bool:
@@ -111,16 +111,20 @@ def provenance(result: dict, cfg, a) -> tuple[str, float, dict]:
 
     recipe = command_line("train-teacher", a.argv, drop=("--resume", "--replace-better"))
     epochs = cfg.epochs
-    earlier = catalog.read_manifest().get(cfg.init_from) if cfg.init_from else None
+    earlier = model_record(cfg.init_from) if cfg.init_from else None
     cost = {"cpu_minutes": round(result["cpu_minutes"], 1), "wall_minutes": round(result["wall_minutes"], 1),
             "threads": torch.get_num_threads(), "precision": result["precision"],
             "recipe_sources": list(RECIPE_SOURCES)}
     stages = [cost["cpu_minutes"]]
     walls = [cost["wall_minutes"]]
-    if earlier:  # a fine-tuning stage of a zoo model: keep the whole history, and count all of its compute
+    if earlier and "recipe" in earlier:
+        # a fine-tuning stage of a zoo model or of a finished run's model file: keep the whole history, and count
+        # all of its compute
         recipe, epochs = f"{earlier['recipe']} && {recipe}", earlier["epochs"] + cfg.epochs
         stages = [*earlier.get("stage_cpu_minutes", [earlier.get("cpu_minutes")]), *stages]
         walls.append(earlier.get("wall_minutes"))
+    elif earlier:   # weights of unrecorded origin: the compute that made them is unknown, so is the total
+        stages, walls = [None, *stages], [None, *walls]
     # every teacher the model's stages learned from, once each; their compute is counted once too, and the
     # starting point's compute already holds its own teachers'
     history = list(earlier.get("distilled_from", [])) if earlier else []
