@@ -15,7 +15,7 @@ from .config import reference_kd_passes
 from .fileio import atomic_write_text, json_safe
 from .machine import DEFAULT_TOLERANCE
 from .stats import Interval
-from .sweep_stats import (PAPER_NOTES, paper_column, analyze, calibration_text, cell_id, curve_bands,
+from .sweep_stats import (paper_column, analyze, calibration_text, cell_id, curve_bands,
                           pairs_and_variants, time_unit)
 
 
@@ -118,13 +118,13 @@ def _paper_table(summaries: list[dict], zoo: dict[str, dict], budget_minutes: fl
     for s in summaries:
         mixed_row.setdefault((s["pair"], s["variant"]), set()).add(cm.get(cell_id(s), ""))
     # one paper column per distinct paper pair our pairs sit beside (the same architectures where the paper has them)
-    columns = list({label: figures for label, figures in (paper_column(p) for p in pairs)}.items())
+    columns = list({label: (figures, notes) for label, figures, notes in (paper_column(p) for p in pairs)}.items())
     head = "| | " + " | ".join(f"{_pair_label(p, summaries)} (ours)" for p in pairs)
     head += "".join(f" | paper, {label}" for label, _ in columns) + " |"
     lines = [head, "|---" * (len(pairs) + len(columns) + 1) + "|"]
 
-    def paper_cells(key: str, notes: dict | None = None) -> str:
-        return "".join(f" | {figures.get(key, (notes or {}).get(key, '–'))}" for _, figures in columns) + " |"
+    def paper_cells(key: str) -> str:
+        return "".join(f" | {figures.get(key, notes.get(key, '–'))}" for _, (figures, notes) in columns) + " |"
 
     teacher_row = ["teacher"] + [_teacher_accuracy(p, summaries, zoo) for p in pairs]
     lines.append("| " + " | ".join(teacher_row) + paper_cells("teacher"))
@@ -141,7 +141,7 @@ def _paper_table(summaries: list[dict], zoo: dict[str, dict], budget_minutes: fl
             mark = " †" if analysis["machines"]["mixed"] and (len(ms) > 1 or any("*" in m or m == "?" for m in ms)) \
                 else ""
             cells.append(_mean_std(accs) + (f" (n={len(accs)})" if len(accs) > 1 else "") + mark)
-        lines.append(f"| {v} | " + " | ".join(cells) + paper_cells(v, PAPER_NOTES))
+        lines.append(f"| {v} | " + " | ".join(cells) + paper_cells(v))
     n_seeds = len({s["seed"] for s in summaries})
     n_images = {s.get("final_test_images") for s in summaries} - {None}
     images = f"all {n_images.pop():,} images" if len(n_images) == 1 else "the test images"

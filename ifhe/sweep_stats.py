@@ -98,16 +98,17 @@ def pairs_and_variants(summaries: list[dict]) -> tuple[list[str], list[str]]:
     return list(dict.fromkeys(s["pair"] for s in summaries)), list(dict.fromkeys(s["variant"] for s in summaries))
 
 
-def paper_column(pair: str | None = None) -> tuple[str, dict]:
-    """The paper's column a sweep's pair (`<dataset>_<teacher arch>-<student arch>`) is compared with: the same
-    architectures where the paper has them, else the headline pair's, WRN40-2 -> WRN16-1 on CIFAR-10."""
+def paper_column(pair: str | None = None) -> tuple[str, dict, dict]:
+    """The paper's column a sweep's pair (`<dataset>_<teacher arch>-<student arch>`) is compared with, as (label,
+    figures, notes): the same architectures where the paper has them, else the headline pair's, WRN40-2 -> WRN16-1
+    on CIFAR-10. The notes (and the ablation baselines) are the headline column's only."""
     if pair:
         teacher, _, student = pair.rpartition("-")
         dataset, _, arch = teacher.partition("_")
         found = pair_figures(arch, student, dataset)
-        if found:
-            return found
-    return "WRN40-2 → WRN16-1", PAPER_CIFAR10_WRN40_2_WRN16_1
+        if found and found[1] != PAPER_CIFAR10_WRN40_2_WRN16_1:
+            return (*found, {})
+    return "WRN40-2 → WRN16-1", PAPER_CIFAR10_WRN40_2_WRN16_1, PAPER_NOTES
 
 
 def paper_figure(variant: str, pair: str | None = None):
@@ -125,7 +126,7 @@ def variant_stats(summaries: list[dict]) -> list[dict]:
             if not cells:
                 continue
             row = {"pair": p, "variant": v, "seeds": [s["seed"] for s in cells], "n": len(cells),
-                   "paper": paper_figure(v, p), "paper_note": PAPER_NOTES.get(v)}
+                   "paper": paper_figure(v, p), "paper_note": paper_column(p)[2].get(v)}
             for key in ("student_acc", "head_acc", "rounds", "kd_steps", "bank_size"):
                 row[key] = mean_interval([s.get(key) for s in cells]).as_dict()
             rows.append(row)
@@ -136,7 +137,7 @@ def paper_claim(a: str, b: str, pair: str | None = None) -> tuple[int, str] | No
     """The sign the paper claims for A - B on `pair`'s paper column (`paper_column`) and a sentence saying so,
     where it reports both."""
     # the ablation table's baselines count only beside the column that has the ablations (the headline pair's)
-    ablations = ABLATION_PAIRS if "dafl+ifhe" in paper_column(pair)[1] else {}
+    ablations = ABLATION_PAIRS if paper_column(pair)[2] else {}
     pa, pb = ablations.get((a, b)) or (paper_figure(a, pair), paper_figure(b, pair))
     if (b, a) in ablations:
         pb, pa = ablations[(b, a)]

@@ -233,6 +233,9 @@ def test_each_pair_sits_beside_the_papers_column_for_its_architectures():
     assert paper_claim("ifhe", "cmi", ours)[1] == "ifhe > cmi (91.8 vs 90.01)"
     assert paper_claim("ifhe", "ifhe-a0", vgg) is None       # the ablations are the headline pair's only
     assert paper_claim("ifhe", "ifhe-a0", ours)[1] == "ifhe > ifhe-a0 (91.8 vs 91.23)"
+    from ifhe.sweep_stats import variant_stats     # the notes explain the headline column's figures only
+    notes = {(r["pair"], r["variant"]): r["paper_note"] for r in variant_stats(s)}
+    assert notes[(vgg, "cmi")] is None and "one-stage script" in notes[(ours, "cmi")]
 
 
 def test_an_equal_steps_sweep_says_rounds_not_a_budget_that_never_bound():
