@@ -259,8 +259,11 @@ def _start(cfg: TrainConfig, ckpt_path: Path, nc: int, dev: torch.device, resume
     t = _Training(model, opt, torch.Generator().manual_seed(cfg.seed), average)
     if resume and ckpt_path.exists():
         state, meta = load_state(ckpt_path)
-        # a setting added after the checkpoint was written takes its default, which is what that run used
-        if {**asdict(TrainConfig()), **(meta.get("config") or {})} != asdict(cfg):
+        # a setting added after the checkpoint was written takes its default, which is what that run used;
+        # the precision is the machine's arithmetic, not the recipe: a run resumed on a machine where the other is
+        # faster may switch with an explicit --precision (each epoch's record says which it ran in)
+        stored = {**asdict(TrainConfig()), **(meta.get("config") or {})}
+        if {**stored, "precision": cfg.precision} != asdict(cfg):
             raise IfheError(f"{ckpt_path}: was started with a different config {meta.get('config')}; "
                             f"resume with the same arguments")
         model.load_state_dict(state["model"])
@@ -407,7 +410,7 @@ def train_classifier(cfg: TrainConfig, out: str | Path, data: str | None = None,
                 add_to_average(t.average, t.model, count=epoch - 1)
             acc = evaluate(t.model, test_set, norm, dev)
             log.append({"epoch": epoch, "step": t.step, "test_acc": acc, "lr": t.opt.param_groups[0]["lr"],
-                        **meter.record()})
+                        "precision": cfg.precision, **meter.record()})
             bar.write(f"epoch {epoch}/{cfg.epochs}: test accuracy {acc:.2f}%")
             meter = _EpochMeter(dev)
             _save(t, cfg, ckpt_path)
@@ -431,6 +434,6 @@ def _finish(t: _Training, cfg: TrainConfig, train_set, test_set, norm, dev, tota
     records = [r for r in log.read() if "epoch" in r]
     return {"model": t.model, "test_acc": acc, "step": t.step, "total_steps": total,
             "epochs_done": t.step / steps_per_epoch, "finished": t.step >= total,
-            "precision": cfg.precision,
+            "precision": "+".join(dict.fromkeys(r.get("precision", cfg.precision) for r in records)) or cfg.precision,
             "wall_minutes": sum(r.get("seconds", 0.0) for r in records) / 60,
             "cpu_minutes": sum(r.get("cpu_seconds", 0.0) for r in records) / 60}

@@ -52,6 +52,16 @@ def test_existing_run_is_not_overwritten(synthetic_cifar, tmp_path):
         train_classifier(CFG, tmp_path / "r", data=synthetic_cifar, progress=False)
 
 
+def test_a_resumed_run_may_switch_precision_and_says_so(synthetic_cifar, tmp_path):
+    first = train_classifier(CFG, tmp_path / "r", data=synthetic_cifar, progress=False, max_steps=12)
+    assert first["precision"] == "fp32"
+    done = train_classifier(dataclasses.replace(CFG, precision="bf16"), tmp_path / "r", data=synthetic_cifar,
+                            progress=False, resume=True)
+    assert done["finished"] and done["precision"] == "fp32+bf16"
+    log = [json.loads(l) for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["precision"] for r in log] == ["fp32", "bf16"]
+
+
 def test_resume_with_other_config_is_refused(synthetic_cifar, tmp_path):
     train_classifier(CFG, tmp_path / "r", data=synthetic_cifar, progress=False, max_steps=3)
     other = TrainConfig(arch="wrn16_1", epochs=3, batch_size=32, checkpoint_every=3, seed=3)

@@ -20,7 +20,8 @@ def add_precision(p: argparse.ArgumentParser, default: str | None = None) -> Non
                    help="arithmetic of the forward passes (losses stay fp32); auto, the default of a new run, times "
                         "the run's own step in both and keeps bf16 where it is 10%% faster (about half the time on "
                         "CPUs with AVX512-BF16 such as AMD Zen 4/5, slower on some Intel Xeons that report it); "
-                        "a resumed run keeps what it started with")
+                        "a resumed run keeps what it started with (a resumed train-teacher switches when given "
+                        "fp32 or bf16, and each epoch's record says which it ran in)")
 
 
 def parse_set(items: list[str] | None) -> dict:
