@@ -65,12 +65,6 @@ def pair_figures(teacher_arch: str, student_arch: str, dataset: str = "cifar10")
     return PAIRS[i].replace("/", " → "), out
 
 
-def headline_figures() -> dict[str, float]:
-    """CIFAR-10, WRN40-2 -> WRN16-1, by our row names: the column our tables sit beside where the paper has no
-    column for the pair measured."""
-    return pair_figures(*PAIR_ARCHS[0])[1]
-
-
 NOTES = {"deepinversion": "the paper has no plain DeepInversion row; its ADI row (DeepInversion + the adversarial "
                           "Jensen-Shannon term) is 83.04",
          "cmi": "90.01 is CMI's adversarial stage on 50k pre-inverted images; its one-stage script (our preset) "
