@@ -316,15 +316,21 @@ def _train_step(t: _Training, cfg: TrainConfig, xb, yb, lr: float):
     return loss.detach(), (logits.argmax(1) == yb).sum()
 
 
+def _precision_used(ckpt_path: Path | None) -> str | None:
+    """The precision the run in `ckpt_path` last ran in, if it has a checkpoint that says."""
+    if ckpt_path is None or not ckpt_path.exists():
+        return None
+    return read_meta(ckpt_path).get("meta", {}).get("precision_used")
+
+
 def _arithmetic(cfg: TrainConfig, ckpt_path: Path | None, nc: int, dev: torch.device) -> str:
     """The precision this training runs in: as asked, the one its checkpoint started with, or for `auto` what a
     probe of its own step (forward + backward at its batch size) measures faster on this machine."""
     if cfg.precision != "auto":
         return cfg.precision
-    if ckpt_path is not None and ckpt_path.exists():
-        used = read_meta(ckpt_path).get("meta", {}).get("precision_used")
-        if used:
-            return used
+    used = _precision_used(ckpt_path)
+    if used:
+        return used
     from .precision import choose_precision
 
     model = fast_layout(create_model(cfg.arch, nc).to(dev)).train()
@@ -386,6 +392,8 @@ def train_classifier(cfg: TrainConfig, out: str | Path, data: str | None = None,
     dev = pick_device(device)
     train_set, test_set, nc = _data(cfg, data, subset, dev)
     norm = Normalizer(*normalization(cfg.dataset)).to(dev)
+    # epochs logged before each epoch's record named its precision ran in what the checkpoint says
+    unrecorded_precision = _precision_used(ckpt_path if resume else None)
     cfg = replace(cfg, precision=_arithmetic(cfg, ckpt_path if resume else None, nc, dev))
     t = _start(cfg, ckpt_path, nc, dev, resume)
     if t.needs_momentum:
@@ -420,11 +428,12 @@ def train_classifier(cfg: TrainConfig, out: str | Path, data: str | None = None,
         # resuming a finished run rewrites nothing: its checkpoint may be a committed snapshot (README)
         _save(t, cfg, ckpt_path)
     bar.close()
-    return _finish(t, cfg, train_set, test_set, norm, dev, total, steps_per_epoch, log)
+    return _finish(t, cfg, train_set, test_set, norm, dev, total, steps_per_epoch, log,
+                   unrecorded_precision or cfg.precision)
 
 
 def _finish(t: _Training, cfg: TrainConfig, train_set, test_set, norm, dev, total: int, steps_per_epoch: int,
-            log: JsonlLog) -> dict:
+            log: JsonlLog, unrecorded_precision: str) -> dict:
     if cfg.schedule == "swa" and t.step >= total:
         # the checkpoint keeps the last iterate, so the average is rebuilt the same way after any resume
         t.model.load_state_dict({**t.model.state_dict(), **t.average})
@@ -434,6 +443,7 @@ def _finish(t: _Training, cfg: TrainConfig, train_set, test_set, norm, dev, tota
     records = [r for r in log.read() if "epoch" in r]
     return {"model": t.model, "test_acc": acc, "step": t.step, "total_steps": total,
             "epochs_done": t.step / steps_per_epoch, "finished": t.step >= total,
-            "precision": "+".join(dict.fromkeys(r.get("precision", cfg.precision) for r in records)) or cfg.precision,
+            "precision": "+".join(dict.fromkeys(r.get("precision", unrecorded_precision) for r in records))
+                         or cfg.precision,
             "wall_minutes": sum(r.get("seconds", 0.0) for r in records) / 60,
             "cpu_minutes": sum(r.get("cpu_seconds", 0.0) for r in records) / 60}

@@ -60,6 +60,14 @@ def test_a_resumed_run_may_switch_precision_and_says_so(synthetic_cifar, tmp_pat
     assert done["finished"] and done["precision"] == "fp32+bf16"
     log = [json.loads(l) for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert [r["precision"] for r in log] == ["fp32", "bf16"]
+    # epochs logged before records named their precision ran in what the checkpoint says, not in the new one
+    train_classifier(CFG, tmp_path / "old", data=synthetic_cifar, progress=False, max_steps=12)
+    old_log = tmp_path / "old" / "metrics.jsonl"
+    old_log.write_text("".join(json.dumps({k: v for k, v in json.loads(l).items() if k != "precision"}) + "\n"
+                               for l in old_log.read_text().splitlines()))
+    done = train_classifier(dataclasses.replace(CFG, precision="bf16"), tmp_path / "old", data=synthetic_cifar,
+                            progress=False, resume=True)
+    assert done["precision"] == "fp32+bf16"
 
 
 def test_resume_with_other_config_is_refused(synthetic_cifar, tmp_path):
