@@ -103,9 +103,16 @@ def teachers(dataset: str, root: str | os.PathLike | None = None) -> list[str]:
     return [name for name, _ in records]
 
 
+# The teacher a newcomer starts from: the one the CPU presets, the measured sweeps and the shipped feature banks
+# are made for. The paper's WRN-40-2 scores higher but takes 3.2x the multiply-adds per forward pass (328 vs 101 M).
+DEMO_TEACHERS = {"cifar10": "cifar10_wrn16_2"}
+
+
 def default_teacher(dataset: str, root: str | os.PathLike | None = None) -> str | None:
+    """The dataset's demo teacher when shipped, else its best shipped teacher."""
     names = teachers(dataset, root)
-    return names[0] if names else None
+    demo = DEMO_TEACHERS.get(dataset)
+    return demo if demo in names else (names[0] if names else None)
 
 
 def check_checksum(path: Path, record: dict) -> None:

@@ -347,6 +347,10 @@ def test_plan_rejects_unknowns():
         plan("cifar10", ["ifhe"], 1, [])
     cells = plan("cifar10", ["ifhe", "cmi"], 2, ["cifar10_wrn16_2"])
     assert len(cells) == 4 and cells[0].pair == "cifar10_wrn16_2-wrn16_1"
+    # a newly shipped teacher does not add cells to a documented command's table; it has its own table
+    assert plan("cifar10", ["ifhe", "cmi"], 2, ["cifar10_wrn16_2", "cifar10_wrn40_2"]) == cells
+    paper = plan("cifar10-paper", ["ifhe"], 1, ["cifar10_wrn16_2", "cifar10_wrn40_2"])
+    assert [c.pair for c in paper] == ["cifar10_wrn40_2-wrn16_1", "cifar10_wrn40_2-wrn40_1", "cifar10_wrn40_2-wrn16_2"]
     assert [(c.variant, c.seed) for c in cells] == [("ifhe", 0), ("cmi", 0), ("ifhe", 1), ("cmi", 1)]
     assert parse_comparisons(["cmi:ifhe"], ["ifhe", "cmi", "dafl"]) == [("cmi", "ifhe"), ("dafl", "ifhe")]
     assert parse_comparisons(["dafl:cmi"], ["ifhe", "cmi", "dafl"])[-1] == ("dafl", "cmi")
