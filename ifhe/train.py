@@ -323,14 +323,13 @@ def _precision_used(ckpt_path: Path | None) -> str | None:
     return read_meta(ckpt_path).get("meta", {}).get("precision_used")
 
 
-def _arithmetic(cfg: TrainConfig, ckpt_path: Path | None, nc: int, dev: torch.device) -> str:
-    """The precision this training runs in: as asked, the one its checkpoint started with, or for `auto` what a
-    probe of its own step (forward + backward at its batch size) measures faster on this machine."""
+def _arithmetic(cfg: TrainConfig, resumed_precision: str | None, nc: int, dev: torch.device) -> str:
+    """The precision this training runs in: as asked, the one its checkpoint last ran in (`resumed_precision`), or
+    for `auto` what a probe of its own step (forward + backward at its batch size) measures faster on this machine."""
     if cfg.precision != "auto":
         return cfg.precision
-    used = _precision_used(ckpt_path)
-    if used:
-        return used
+    if resumed_precision:
+        return resumed_precision
     from .precision import choose_precision
 
     model = fast_layout(create_model(cfg.arch, nc).to(dev)).train()
@@ -392,9 +391,9 @@ def train_classifier(cfg: TrainConfig, out: str | Path, data: str | None = None,
     dev = pick_device(device)
     train_set, test_set, nc = _data(cfg, data, subset, dev)
     norm = Normalizer(*normalization(cfg.dataset)).to(dev)
-    # epochs logged before each epoch's record named its precision ran in what the checkpoint says
-    unrecorded_precision = _precision_used(ckpt_path if resume else None)
-    cfg = replace(cfg, precision=_arithmetic(cfg, ckpt_path if resume else None, nc, dev))
+    # also the precision of epochs logged before each epoch's record named its own
+    resumed_precision = _precision_used(ckpt_path if resume else None)
+    cfg = replace(cfg, precision=_arithmetic(cfg, resumed_precision, nc, dev))
     t = _start(cfg, ckpt_path, nc, dev, resume)
     if t.needs_momentum:
         rebuild_momentum(t, cfg, train_set, norm, dev)
@@ -429,7 +428,7 @@ def train_classifier(cfg: TrainConfig, out: str | Path, data: str | None = None,
         _save(t, cfg, ckpt_path)
     bar.close()
     return _finish(t, cfg, train_set, test_set, norm, dev, total, steps_per_epoch, log,
-                   unrecorded_precision or cfg.precision)
+                   resumed_precision or cfg.precision)
 
 
 def _finish(t: _Training, cfg: TrainConfig, train_set, test_set, norm, dev, total: int, steps_per_epoch: int,
