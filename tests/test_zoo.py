@@ -35,12 +35,13 @@ def test_shipped_teachers_meet_the_shipping_bar():
             assert entry["test_accuracy"] > scratch["test_accuracy"], name
     if "cifar10_wrn16_2" in teachers:
         assert teachers["cifar10_wrn16_2"]["test_accuracy"] >= 90.0
-    if "cifar10_vgg11_bn" in teachers:   # asked for at 90% (issue 24); shipped at 89.81% (README, The fast recipe)
+    if "cifar10_vgg11_bn" in teachers:   # asked for at 90% (issue 24); shipped at 90.15% (README, The fast recipe)
         entry = teachers["cifar10_vgg11_bn"]
-        assert entry["test_accuracy"] >= 89.8 and entry["cpu_minutes"] > 0 and entry["recipe_sources"]
-        # its compute counts every stage and both distillation teachers
+        assert entry["test_accuracy"] >= 90.0 and entry["cpu_minutes"] > 0 and entry["recipe_sources"]
+        # its compute counts every stage and every distillation teacher (two VGGs, then WRN-40-2), each once
         assert entry["cpu_minutes"] == pytest.approx(sum(entry["stage_cpu_minutes"]), abs=0.11)
-        assert len(entry["distilled_from"]) == 2
+        assert len(entry["distilled_from"]) == 3
+        assert "cifar10_wrn40_2" in {d.get("zoo") for d in entry["distilled_from"]}
     if "cifar10_wrn40_2" in teachers:   # asked for at 93% (issue 24); shipped at 90.92% (README, Teachers)
         entry = teachers["cifar10_wrn40_2"]
         assert entry["test_accuracy"] > teachers.get("cifar10_wrn16_2", {}).get("test_accuracy", 0.0)
