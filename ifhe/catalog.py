@@ -115,6 +115,20 @@ def default_teacher(dataset: str, root: str | os.PathLike | None = None) -> str 
     return demo if demo in names else (names[0] if names else None)
 
 
+# `ifhe reproduce --table`: a table is a fixed list of (zoo teacher, student architecture) pairs: shipping a
+# teacher must not change what a documented command runs (every `--table cifar10` figure of docs/RESULTS.md is of
+# the demo pair, measured before the WRN-40-2 teacher shipped).
+TABLES = {"cifar10": [("cifar10_wrn16_2", "wrn16_1")],
+          # the paper's CIFAR-10 rows with its teacher, WRN-40-2
+          "cifar10-paper": [("cifar10_wrn40_2", "wrn16_1"), ("cifar10_wrn40_2", "wrn40_1"),
+                            ("cifar10_wrn40_2", "wrn16_2")],
+          # across families: the student has no stage that mirrors the teacher's
+          "cifar10-vgg": [("cifar10_vgg11_bn", "wrn16_1"), ("cifar10_vgg11_bn", "resnet18")],
+          "cifar10-vgg-paper": [("cifar10_vgg11_bn", "resnet18")],   # the paper's cross-family pair alone
+          # pilots that choose a rule (the budget split) on a pair the final tables do not use
+          "cifar10-pilot": [("cifar10_wrn16_2", "wrn40_1")]}
+
+
 def check_checksum(path: Path, record: dict) -> None:
     """A shipped file is the one its manifest record describes (`record["sha256"]`)."""
     if sha256_file(path) != record["sha256"]:

@@ -53,18 +53,6 @@ from .methods import variants
 # name -> (method preset, synth overrides): every method and its variants, from the method spec
 VARIANTS: dict[str, tuple[str, dict]] = variants()
 
-# A table is a fixed list of pairs: shipping a teacher must not change what a documented command runs (every
-# `--table cifar10` figure of docs/RESULTS.md is of the demo pair, measured before the WRN-40-2 teacher shipped).
-TABLES = {"cifar10": [("cifar10_wrn16_2", "wrn16_1")],
-          # the paper's CIFAR-10 rows with its teacher, WRN-40-2
-          "cifar10-paper": [("cifar10_wrn40_2", "wrn16_1"), ("cifar10_wrn40_2", "wrn40_1"),
-                            ("cifar10_wrn40_2", "wrn16_2")],
-          # across families: the student has no stage that mirrors the teacher's
-          "cifar10-vgg": [("cifar10_vgg11_bn", "wrn16_1"), ("cifar10_vgg11_bn", "resnet18")],
-          "cifar10-vgg-paper": [("cifar10_vgg11_bn", "resnet18")],   # the paper's cross-family pair alone
-          # pilots that choose a rule (the budget split) on a pair the final tables do not use
-          "cifar10-pilot": [("cifar10_wrn16_2", "wrn40_1")]}
-
 SWEEP_FILE = "sweep.json"
 LOCKED_RC = 3          # exit status of `--only-cell` when another process holds the cell
 # settings that must be equal for every invocation on one sweep folder (methods and seeds may grow)
@@ -100,8 +88,8 @@ class Cell:
 def plan(table: str, variants: list[str], seeds: int, available: list[str]) -> list[Cell]:
     """The cells of a sweep, seed by seed (every variant's seed 0 first), so that a sweep stopped half-way
     has complete seeds to pair."""
-    if table not in TABLES:
-        raise IfheError(f"--table {table!r}: known tables: {', '.join(TABLES)}")
+    if table not in catalog.TABLES:
+        raise IfheError(f"--table {table!r}: known tables: {', '.join(catalog.TABLES)}")
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise IfheError(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
@@ -109,7 +97,7 @@ def plan(table: str, variants: list[str], seeds: int, available: list[str]) -> l
         raise IfheError(f"--methods lists a variant twice: {variants}")
     if seeds < 1:
         raise IfheError(f"--seeds must be >= 1, got {seeds}")
-    pairs = [(t, s) for t, s in TABLES[table] if t in available]
+    pairs = [(t, s) for t, s in catalog.TABLES[table] if t in available]
     if not pairs:
         raise IfheError(f"no teacher of table {table} is in the zoo; train one with `ifhe train-teacher --publish`")
     return [Cell(t, s, v, seed) for t, s in pairs for seed in range(seeds) for v in variants]

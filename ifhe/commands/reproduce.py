@@ -17,8 +17,8 @@ from .common import add_data, add_precision, parse_set
 def register(sub) -> None:
     rp = sub.add_parser("reproduce", help="sweep methods under equal time budgets; tables with intervals, curves")
     rp.add_argument("--table", default="cifar10",
-                    help="cifar10 (WRN-16-2 -> WRN-16-1, the demo pair), cifar10-paper (the paper's WRN-40-2 rows), "
-                         "cifar10-vgg, cifar10-vgg-paper (VGG11-BN -> ResNet18), cifar10-pilot")
+                    help="the pairs swept: " + "; ".join(f"{name}: " + ", ".join(f"{t} -> {st}" for t, st in pairs)
+                                                          for name, pairs in catalog.TABLES.items()))
     rp.add_argument("--methods", nargs="+", default=["deepinversion", "cmi", "ifhe"],
                     help="variants: methods, ifhe-a0 / ifhe-a0.5 / ifhe-a1 (alpha ablation), dafl+ifhe, dfq+ifhe")
     rp.add_argument("--budget-minutes", dest="budget_minutes", type=float, default=20.0)
